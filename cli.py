@@ -1,0 +1,199 @@
+"""The `netc` command: parse arguments, call the API, print. Nothing else lives here.
+
+Heavy modules (numba, graphviz, the report writer) are imported inside the command that
+needs them, so `netc analyze` starts fast.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .compiler.errors import NetcError
+
+EXIT_USER_ERROR = 2
+
+
+def _model(p):
+    p.add_argument("model", help="a .prototxt or .net file, or a zoo model name (netc zoo list)")
+    p.add_argument("--phase", choices=("test", "train"), default="test",
+                   help="which Caffe phase's layers to keep (default: test)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="netc", description="Analyze, draw and run neural networks "
+                                 "written as Caffe .prototxt or native .net files.")
+    ap.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("analyze", help="per-layer shapes, params, MACs, memory, receptive fields")
+    _model(p)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--dtype", choices=("float32", "float16", "int8"), default="float32")
+    p.add_argument("--format", choices=("table", "json", "csv", "markdown"), default="table")
+    p.add_argument("--training", nargs="?", const="sgd", choices=("sgd", "momentum", "adam"),
+                   help="also report the memory of a training step with this optimizer")
+    p.add_argument("--depth", type=int, default=None,
+                   help="table: group layers by .net block path up to this depth")
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+
+    p = sub.add_parser("convert", help="convert between .prototxt and .net")
+    _model(p)
+    p.add_argument("--to", choices=("net", "prototxt"), default=None,
+                   help="target language (default: the other one)")
+    p.add_argument("-o", "--output")
+
+    p = sub.add_parser("fmt", help="print a .net file in canonical form")
+    p.add_argument("model")
+    p.add_argument("--check", action="store_true", help="exit 1 if the file is not canonical")
+
+    p = sub.add_parser("zoo", help="the bundled classic networks")
+    p.add_argument("action", choices=("list",), nargs="?", default="list")
+
+    p = sub.add_parser("draw", help="architecture diagram (Graphviz)")
+    _model(p)
+    p.add_argument("-o", "--output", required=True, help="FILE.svg, .png, .pdf or .dot")
+    p.add_argument("--rankdir", choices=("TB", "LR", "BT", "RL"), default="TB")
+    p.add_argument("--collapse", default=None, help="comma-separated .net block names (or 'all') to fold")
+    p.add_argument("--detail", choices=("none", "shapes", "full"), default="shapes")
+    p.add_argument("--batch", type=int, default=1)
+
+    p = sub.add_parser("report", help="self-contained HTML report: diagram, table, plots")
+    _model(p)
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--batch", type=int, default=1)
+
+    p = sub.add_parser("run", help="execute the network (numba CPU kernels, or CUDA with --gpu)")
+    _model(p)
+    p.add_argument("--weights")
+    p.add_argument("--input", nargs="+", help="X.npy, or image files")
+    p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", help="write the output blob to this .npy")
+    p.add_argument("--blobs", help="comma-separated blob names to save (with -o)")
+    p.add_argument("-o", dest="blobs_out", help="blobs .npz path")
+    p.add_argument("--top", type=int, default=None)
+    p.add_argument("--labels")
+    p.add_argument("--profile", action="store_true")
+    p.add_argument("--gpu", action="store_true")
+
+    p = sub.add_parser("bench", help="time the generated kernels")
+    _model(p)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--gpu", action="store_true")
+
+    p = sub.add_parser("build", help="write the generated kernel sources")
+    _model(p)
+    p.add_argument("--target", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--arch", default="sm_90")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("-o", "--output", required=True)
+
+    p = sub.add_parser("weights", help="list the weight keys and shapes a model expects")
+    _model(p)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args) or 0
+    except NetcError as e:
+        if args.debug:
+            raise
+        print(e.render(), file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def _load(args):
+    from . import load
+    net = load(args.model, phase=getattr(args, "phase", "test"))
+    for loc, msg in net.graph.graph.get("warnings", []):
+        print(f"{loc}: warning: {msg}", file=sys.stderr)
+    return net
+
+
+def _write(text: str, path: str | None) -> None:
+    if path:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+
+
+def cmd_analyze(args):
+    from .compiler import report
+    net = _load(args)
+    analysis = net.analyze(batch=args.batch, dtype=args.dtype)
+    training = analysis.training_memory(args.training) if args.training else None
+    if args.format == "table" and not args.output:
+        report.print_table(analysis, training=training, depth=args.depth)
+        return 0
+    _write(report.render(analysis, args.format, training=training, depth=args.depth), args.output)
+    return 0
+
+
+def cmd_convert(args):
+    net = _load(args)
+    to = args.to or ("prototxt" if net.graph.graph["language"] == "net" else "net")
+    _write(net.to_net() if to == "net" else net.to_prototxt(), args.output)
+    return 0
+
+
+def cmd_fmt(args):
+    from .compiler.netlang import format_source
+    from .compiler.network import read_text, resolve
+    path = resolve(args.model)
+    text = read_text(path)
+    out = format_source(text, str(path))
+    if args.check:
+        return 0 if out == text else 1
+    sys.stdout.write(out)
+    return 0
+
+
+def cmd_zoo(args):
+    from .compiler import report
+    report.print_zoo()
+    return 0
+
+
+def cmd_draw(args):
+    from .compiler.diagram import draw_command
+    return draw_command(args)
+
+
+def cmd_report(args):
+    from .compiler.html_report import report_command
+    return report_command(args)
+
+
+def cmd_run(args):
+    from .runtime.commands import run_command
+    return run_command(args)
+
+
+def cmd_bench(args):
+    from .runtime.commands import bench_command
+    return bench_command(args)
+
+
+def cmd_build(args):
+    from .runtime.commands import build_command
+    return build_command(args)
+
+
+def cmd_weights(args):
+    from .runtime.commands import weights_command
+    return weights_command(args)
+
+
+COMMANDS = {name[4:]: fn for name, fn in globals().items() if name.startswith("cmd_")}
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Front ends (prototxt, .net), the graph IR, layer definitions and analysis passes."""

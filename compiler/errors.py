@@ -1,0 +1,74 @@
+"""One error type for everything a user can get wrong, rendered the way compilers do.
+
+Every message a user sees about a model file goes through NetcError so that it always
+names FILE:LINE:COL, shows the offending line with a caret, and suggests a near name.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Loc:
+    file: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+class NetcError(Exception):
+    """A problem in user input. `loc` points into the file; `source` lets us quote the line."""
+
+    def __init__(self, message: str, loc: Loc | None = None, *, source: str | None = None,
+                 hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.loc = loc
+        self.source = source
+        self.hint = hint
+
+    def render(self) -> str:
+        head = f"{self.loc}: error: {self.message}" if self.loc else f"error: {self.message}"
+        lines = [head]
+        text = self.source
+        if text is None and self.loc is not None:
+            text = _read_quietly(self.loc.file)
+        if text is not None and self.loc is not None:
+            src_lines = text.splitlines()
+            if 1 <= self.loc.line <= len(src_lines):
+                line = src_lines[self.loc.line - 1].expandtabs(1)
+                if len(line) > 200:  # keep huge single-line files readable
+                    start = max(0, self.loc.column - 100)
+                    line = line[start:start + 200]
+                    col = self.loc.column - start
+                else:
+                    col = self.loc.column
+                lines.append(f"    {line}")
+                lines.append("    " + " " * max(col - 1, 0) + "^")
+        if self.hint:
+            lines.append(f"  hint: {self.hint}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.render()
+
+
+def _read_quietly(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def did_you_mean(word: str, choices) -> str:
+    """' (did you mean "x"?)' for the closest choice, or ''."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    if not close:
+        lowered = {str(c).lower(): str(c) for c in choices}
+        if str(word).lower() in lowered:
+            close = [lowered[str(word).lower()]]
+    return f' (did you mean "{close[0]}"?)' if close else ""

@@ -1,0 +1,284 @@
+"""What a layer type is: its parameter schema (data, as in ONNX) next to its shape rule and costs.
+
+A layer module subclasses `Layer`, declares `params`, and overrides the few rules that differ
+from the defaults here. Validation, defaults, Caffe aliases and did-you-mean come from the schema,
+so adding a layer never means writing a parser.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import Loc, NetcError, did_you_mean
+
+Shape = tuple  # tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Enum:
+    """A bare identifier value such as MAX or SUM (distinct from a quoted string)."""
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass
+class Field:
+    """One raw `key: value` from a model file; value is a scalar, Enum, list or list[Field]."""
+    key: str
+    value: Any
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    kind: str = "int"          # int | float | bool | enum | str | msg | shape
+    default: Any = None
+    repeated: bool = False
+    choices: tuple = ()        # enum values; ints accepted as their index (protobuf)
+    min: float | None = 0      # inclusive lower bound for numbers
+    positive: bool = False     # strict > 0
+    message: str | None = None  # Caffe sub-message the field lives in (default: the layer's first)
+    base: int = 0              # protobuf number of the first enum choice
+    doc: str = ""
+
+
+@dataclass
+class Ops:
+    """Netscope-style operation counts; flops = 2*macc + everything else."""
+    macc: int = 0
+    comp: int = 0
+    add: int = 0
+    mul: int = 0
+    div: int = 0
+    exp: int = 0
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macc + self.comp + self.add + self.mul + self.div + self.exp
+
+
+def numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+class Layer:
+    type: str = ""
+    aliases: tuple = ()          # V1 enum names and other spellings
+    messages: tuple = ()         # Caffe *_param messages holding this layer's fields
+    params: tuple = ()
+    ignored: tuple = ("engine", "weight_filler", "bias_filler", "filler")  # accepted, no effect
+    family: str = "other"        # conv pool fc norm activation merge data shape loss detection
+    short: str = "layer"         # prefix for generated names
+    min_inputs: int = 1
+    max_inputs: int | None = 1
+    outputs: int | None = 1      # None: as many as tops given
+    elementwise: bool = False    # output i depends on input i only: may run in place
+    forward: bool = True         # False for loss/accuracy: kept but not part of inference
+
+    # ---- schema -------------------------------------------------------------------------
+    def schema(self) -> dict[str, Param]:
+        return {p.name: p for p in self.params}
+
+    def validate(self, fields: list[Field], loc: Loc) -> dict:
+        """Typed, range-checked attributes with defaults filled in."""
+        schema = self.schema()
+        got: dict[str, Any] = {}
+        for f in fields:
+            if f.key in self.ignored:
+                continue
+            p = schema.get(f.key)
+            if p is None:
+                raise NetcError(f'{self.type} has no parameter "{f.key}"'
+                                + did_you_mean(f.key, list(schema)), f.loc)
+            values = f.value if isinstance(f.value, list) and p.kind not in ("msg", "shape") \
+                and not (f.value and isinstance(f.value[0], Field)) else [f.value]
+            if p.kind == "shape" and isinstance(f.value, list) and not (f.value and isinstance(f.value[0], Field)):
+                values = [f.value]  # .net: shape=[1, 3, 224, 224]
+            conv = [_coerce(self.type, p, v, f.loc) for v in values]
+            if p.repeated:
+                got.setdefault(p.name, []).extend(conv)
+            else:
+                if p.name in got or len(conv) != 1:
+                    raise NetcError(f'{self.type} parameter "{p.name}" given more than once', f.loc)
+                got[p.name] = conv[0]
+        attrs = {}
+        for p in self.params:
+            if p.name in got:
+                attrs[p.name] = tuple(got[p.name]) if p.repeated else got[p.name]
+            else:
+                attrs[p.name] = tuple(p.default or ()) if p.repeated else p.default
+        return self.normalize(attrs, loc)
+
+    def normalize(self, attrs: dict, loc: Loc) -> dict:
+        """Canonical form (e.g. kernel_h/kernel_w folded into kernel). Override as needed."""
+        return attrs
+
+    def written_params(self, attrs: dict) -> list[tuple[str, Any]]:
+        """(param, value) pairs to write back out; inverse of normalize. Defaults omitted."""
+        out = []
+        for p in self.params:
+            v = attrs.get(p.name)
+            if v is None or v == p.default or (p.repeated and v == tuple(p.default or ())):
+                continue
+            out.append((p.name, v))
+        return out
+
+    # ---- rules --------------------------------------------------------------------------
+    def check_inputs(self, n: int, loc: Loc) -> None:
+        if n < self.min_inputs or (self.max_inputs is not None and n > self.max_inputs):
+            want = (f"{self.min_inputs}" if self.min_inputs == self.max_inputs else
+                    f"at least {self.min_inputs}" if self.max_inputs is None else
+                    f"{self.min_inputs} to {self.max_inputs}")
+            raise NetcError(f"{self.type} takes {want} input(s), got {n}", loc)
+
+    def shapes(self, ins: list[Shape], a: dict, loc: Loc) -> list[Shape]:
+        return [ins[0]]
+
+    def param_shapes(self, ins: list[Shape], a: dict) -> dict[str, Shape]:
+        """Learnable blobs, keyed as in weights files (weight, bias, ...)."""
+        return {}
+
+    def buffer_shapes(self, ins: list[Shape], a: dict) -> dict[str, Shape]:
+        """Stored values that are not learned (BatchNorm statistics)."""
+        return {}
+
+    def ops(self, ins: list[Shape], outs: list[Shape], a: dict) -> Ops:
+        return Ops()
+
+    def window(self, ins: list[Shape], a: dict):
+        """Per spatial axis (kernel_extent, stride, pad) for receptive fields; None if pointwise."""
+        return None
+
+    def is_view(self, a: dict) -> bool:
+        """True when the output is the input's bytes re-labelled (Flatten, Reshape)."""
+        return False
+
+
+REGISTRY: dict[str, Layer] = {}
+_ALIASES: dict[str, Layer] = {}
+
+
+def register(cls):
+    layer = cls()
+    REGISTRY[layer.type] = layer
+    for name in (layer.type, *layer.aliases):
+        _ALIASES[name] = layer
+        _ALIASES[name.lower()] = layer
+    return cls
+
+
+def lookup(type_name: str, loc: Loc) -> Layer:
+    layer = _ALIASES.get(type_name) or _ALIASES.get(type_name.lower())
+    if layer is None:
+        raise NetcError(f'unknown layer type "{type_name}"' + did_you_mean(type_name, list(REGISTRY)), loc)
+    return layer
+
+
+def _coerce(layer_type: str, p: Param, v: Any, loc: Loc):
+    def bad(what):
+        return NetcError(f'{layer_type} parameter "{p.name}" {what}', loc)
+
+    if p.kind == "msg":
+        return v
+    if p.kind == "shape":
+        if isinstance(v, list) and all(isinstance(x, Field) for x in v):
+            dims = [x.value for x in v if x.key == "dim"]
+            for x in v:
+                if x.key != "dim":
+                    raise NetcError(f'shape has no field "{x.key}" (expected "dim")', x.loc)
+        elif isinstance(v, list):
+            dims = v
+        else:
+            raise bad("must be a shape such as [1, 3, 224, 224]")
+        if not all(isinstance(d, int) and not isinstance(d, bool) for d in dims):
+            raise bad("must hold integers")
+        return tuple(dims)
+    if isinstance(v, list):
+        raise bad("takes a single value here, not a list")
+    if p.kind == "bool":
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, Enum) and v.name.lower() in ("true", "false"):
+            return v.name.lower() == "true"
+        if isinstance(v, int) and v in (0, 1):
+            return bool(v)
+        raise bad(f"must be true or false, got {_show(v)}")
+    if p.kind == "enum":
+        if isinstance(v, Enum) and v.name.upper() in p.choices:
+            return v.name.upper()
+        if isinstance(v, str) and v.upper() in p.choices:
+            return v.upper()
+        if isinstance(v, int) and not isinstance(v, bool) and 0 <= v - p.base < len(p.choices):
+            return p.choices[v - p.base]
+        raise bad(f"must be one of {', '.join(p.choices)}, got {_show(v)}"
+                  + did_you_mean(str(v).upper(), p.choices))
+    if p.kind == "str":
+        if isinstance(v, (str, Enum)):
+            return str(v)
+        raise bad(f"must be a string, got {_show(v)}")
+    if p.kind == "int":
+        if isinstance(v, bool) or not isinstance(v, int):
+            if isinstance(v, float) and v.is_integer():
+                v = int(v)
+            else:
+                raise bad(f"must be an integer, got {_show(v)}")
+    elif p.kind == "float":
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise bad(f"must be a number, got {_show(v)}")
+        v = float(v)
+        if math.isnan(v):
+            raise bad("must be a number, got nan")
+    if p.positive and v <= 0:
+        raise bad(f"must be positive, got {_show(v)}")
+    if p.min is not None and v < p.min:
+        raise bad(f"must be >= {p.min}, got {_show(v)}")
+    return v
+
+
+def _show(v) -> str:
+    if isinstance(v, str):
+        return f'"{v}"'
+    return str(v)
+
+
+def spatial_pair(a: dict, name: str, loc: Loc, default: int | None, *, h: str, w: str):
+    """Caffe's X / X_h+X_w convention -> (h, w). `name` is repeated (N-D Caffe)."""
+    vals = a.get(name) or ()
+    vh, vw = a.get(h), a.get(w)
+    if vh is not None or vw is not None:
+        if vals:
+            raise NetcError(f'give either "{name}" or "{h}"/"{w}", not both', loc)
+        if vh is None or vw is None:
+            raise NetcError(f'"{h}" and "{w}" must be given together', loc)
+        return (vh, vw)
+    if not vals:
+        if default is None:
+            raise NetcError(f'missing required parameter "{name}"', loc)
+        return (default, default)
+    if len(vals) == 1:
+        return (vals[0], vals[0])
+    if len(vals) == 2:
+        return tuple(vals)
+    raise NetcError(f'"{name}" takes one or two values for 2-D layers, got {len(vals)}', loc)
+
+
+def write_pair(name: str, h: str, w: str, pair, default) -> list[tuple[str, Any]]:
+    if pair[0] == pair[1]:
+        return [] if pair[0] == default else [(name, pair[0])]
+    return [(h, pair[0]), (w, pair[1])]
+
+
+def require_4d(layer: Layer, shape: Shape, loc: Loc) -> None:
+    if len(shape) != 4:
+        raise NetcError(f"{layer.type} needs a 4-D input (N, C, H, W), got {fmt_shape(shape)}", loc)
+
+
+def fmt_shape(shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"

@@ -1,0 +1,205 @@
+"""The Python API: netc.load(...) -> Network; Network.analyze(...) -> Analysis."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from math import ceil
+from pathlib import Path
+
+import networkx as nx
+
+from . import passes
+from .build import build_graph
+from .errors import Loc, NetcError
+
+ZOO = Path(__file__).resolve().parent.parent / "zoo"
+MAX_FILE_BYTES = 64 * 1024 * 1024
+
+
+def zoo_names() -> list[str]:
+    return sorted(p.stem for p in ZOO.glob("*.net"))
+
+
+def resolve(model: str) -> Path:
+    """A path, or the name of a zoo model (`vgg16`)."""
+    p = Path(model)
+    if p.is_file():
+        return p
+    z = ZOO / f"{model}.net"
+    if "/" not in model and z.is_file():
+        return z
+    from .errors import did_you_mean
+    hint = did_you_mean(model, zoo_names()) if "/" not in model else ""
+    raise NetcError(f'no such file or zoo model: "{model}"{hint}')
+
+
+def read_text(path: Path) -> str:
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise NetcError(f"{path}: file is {size} bytes; netc reads model files up to {MAX_FILE_BYTES}")
+        data = path.read_bytes()
+    except OSError as e:
+        raise NetcError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise NetcError(f"file is not UTF-8 text (byte 0x{data[e.start]:02x})", Loc(str(path), line, col),
+                        source=data.decode("utf-8", "replace")) from None
+
+
+def parse_spec(text: str, path: str, phase: str = "test"):
+    if is_native(text, path):
+        from .netlang import load as load_net
+        return load_net(text, path)
+    from .prototxt import load as load_prototxt
+    return load_prototxt(text, path, phase)
+
+
+def is_native(text: str, path: str) -> bool:
+    if path.endswith(".net"):
+        return True
+    if path.endswith((".prototxt", ".pt", ".pbtxt")):
+        return False
+    head = "\n".join(l for l in text.splitlines()[:20] if not l.lstrip().startswith("#"))
+    return head.lstrip().startswith(("network ", "input ", "block "))
+
+
+def load(model: str | Path, *, phase: str = "test") -> "Network":
+    """Read a model file (.prototxt or .net) or a zoo model by name."""
+    if phase not in ("test", "train"):
+        raise NetcError(f'phase must be "test" or "train", got "{phase}"')
+    path = resolve(str(model))
+    text = read_text(path)
+    return Network(build_graph(parse_spec(text, str(path), phase)), text)
+
+
+def loads(text: str, *, path: str = "<string>", phase: str = "test") -> "Network":
+    return Network(build_graph(parse_spec(text, path, phase)), text)
+
+
+class Network:
+    def __init__(self, graph: nx.DiGraph, source: str = ""):
+        self.graph = graph
+        self.source = source
+
+    @property
+    def name(self) -> str:
+        return self.graph.graph["name"]
+
+    def analyze(self, batch: int = 1, dtype: str = "float32") -> "Analysis":
+        if dtype not in passes.DTYPE_BYTES:
+            raise NetcError(f'unknown dtype "{dtype}" (use {", ".join(passes.DTYPE_BYTES)})')
+        if not isinstance(batch, int) or batch < 1:
+            raise NetcError(f"batch must be a positive integer, got {batch}")
+        g = self.graph
+        passes.infer_shapes(g, batch)
+        passes.count_costs(g)
+        plan = passes.plan_memory(g, dtype)
+        passes.receptive_fields(g)
+        return Analysis(self, batch, dtype, plan)
+
+    def to_net(self) -> str:
+        from .emit import to_net
+        return to_net(self.graph)
+
+    def to_prototxt(self) -> str:
+        from .emit import to_prototxt
+        return to_prototxt(self.graph)
+
+    def __repr__(self) -> str:
+        return f"<Network {self.name}: {len(self.graph)} layers>"
+
+
+def _jsonable(x):
+    if isinstance(x, Fraction):
+        return int(x) if x.denominator == 1 else float(x)
+    return x
+
+
+@dataclass
+class LayerRow:
+    name: str
+    type: str
+    inputs: list
+    outputs: list
+    input_shapes: list
+    output_shapes: list
+    params: int
+    buffers: int
+    macc: int
+    flops: int
+    ops: dict
+    activation_bytes: int
+    output_bytes: int
+    param_bytes: int
+    receptive_field: list
+    jump: list
+    forward: bool
+    inplace: bool
+    block: str
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class Analysis:
+    def __init__(self, net: Network, batch: int, dtype: str, plan: dict):
+        self.network, self.batch, self.dtype = net, batch, dtype
+        size = passes.DTYPE_BYTES[dtype]
+        g = net.graph
+        self.layers: list[LayerRow] = []
+        for n in g.nodes:
+            d = g.nodes[n]
+            ops = d["ops"] if d["forward"] else type(d["ops"])()
+            out_bytes = sum(passes.numel(s) for s in d["shapes"]) * size
+            (r0, j0), (r1, j1) = d["rf"]
+            self.layers.append(LayerRow(
+                name=n, type=d["type"], inputs=list(d["bottoms"]), outputs=list(d["tops"]),
+                input_shapes=[list(s) for s in d["in_shapes"]], output_shapes=[list(s) for s in d["shapes"]],
+                params=d["params"], buffers=d["buffers"], macc=ops.macc, flops=ops.flops,
+                ops={"macc": ops.macc, "comp": ops.comp, "add": ops.add, "mul": ops.mul, "div": ops.div,
+                     "exp": ops.exp},
+                activation_bytes=d["new_bytes"], output_bytes=out_bytes if d["forward"] else 0,
+                param_bytes=d["params"] * size, receptive_field=[ceil(r0), ceil(r1)],
+                jump=[_jsonable(j0), _jsonable(j1)], forward=d["forward"],
+                inplace=bool(d["forward"] and d["inputs"] and d["new_bytes"] == 0),
+                block=d["block"]))
+        fwd = [r for r in self.layers if r.forward]
+        self.totals = {
+            "layers": len(self.layers),
+            "params": sum(r.params for r in self.layers),
+            "buffers": sum(r.buffers for r in self.layers),
+            "macc": sum(r.macc for r in fwd),
+            "flops": sum(r.flops for r in fwd),
+            "activation_bytes": sum(r.activation_bytes for r in fwd),
+            "param_bytes": sum(r.param_bytes for r in self.layers),
+            "buffer_bytes": sum(r.buffers for r in self.layers) * size,
+            "peak_activation_bytes": plan["peak"],
+        }
+
+    def training_memory(self, optimizer: str = "sgd") -> dict:
+        """Bytes for one training step: weights, their gradients, optimizer state, every
+        activation kept for backward (no buffer reuse), and the largest activation gradient pair."""
+        t, size = self.totals, passes.DTYPE_BYTES[self.dtype]
+        outs = [r.output_bytes for r in self.layers if r.forward]
+        state = {"sgd": 0, "momentum": 1, "sgd-momentum": 1, "adam": 2}
+        if optimizer not in state:
+            raise NetcError(f'unknown optimizer "{optimizer}" (use sgd, momentum or adam)')
+        mem = {
+            "weights": t["param_bytes"] + t["buffer_bytes"],
+            "gradients": t["param_bytes"],
+            "optimizer_state": t["param_bytes"] * state[optimizer],
+            "activations_kept": sum(outs),
+            "activation_gradients": 2 * max(outs, default=0),
+        }
+        mem["total"] = sum(mem.values())
+        mem["optimizer"] = optimizer
+        del size
+        return mem
+
+    def to_dict(self) -> dict:
+        return {"network": self.network.name, "batch": self.batch, "dtype": self.dtype,
+                "layers": [r.to_dict() for r in self.layers], "totals": dict(self.totals)}

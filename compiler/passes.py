@@ -1,0 +1,143 @@
+"""The analysis pipeline: plain functions over the IR in topological (file) order.
+
+    infer_shapes -> count_costs -> plan_memory -> receptive_fields
+
+Each pass reads what earlier passes wrote on the nodes and adds its own keys; run one alone
+in a test by running the ones before it. Integers stay Python ints, so absurd sizes stay exact.
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+from math import ceil
+
+import networkx as nx
+
+from .errors import NetcError
+from .layers import REGISTRY, Ops, numel
+from .layers.base import fmt_shape
+
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
+
+
+def forward_nodes(g: nx.DiGraph):
+    return [n for n in g.nodes if g.nodes[n]["forward"]]
+
+
+def in_shapes(g: nx.DiGraph, n: str) -> list[tuple]:
+    return [g.nodes[src]["shapes"][port] for src, port in g.nodes[n]["inputs"]]
+
+
+def infer_shapes(g: nx.DiGraph, batch: int | None = 1) -> None:
+    """Output shapes per Caffe's rules. `batch` replaces every source layer's first dimension."""
+    for n in g.nodes:
+        d = g.nodes[n]
+        layer = REGISTRY[d["type"]]
+        ins = in_shapes(g, n)
+        d["in_shapes"] = ins
+        if d["declared"]:
+            outs = [tuple(s) for s in d["declared"]]
+            if len(outs) != len(d["tops"]):
+                raise NetcError(f'layer "{n}" declares {len(outs)} output shape(s) for {len(d["tops"])} top(s)', d["loc"])
+        elif layer.outputs is None:
+            outs = layer.multi_shapes(ins, d["attrs"], d["loc"], len(d["tops"]))
+        else:
+            outs = layer.shapes(ins, d["attrs"], d["loc"])
+        if batch is not None and not ins and outs:
+            outs = [(batch, *s[1:]) if len(s) else s for s in outs]
+        for s in outs:
+            if any(x <= 0 for x in s):
+                raise NetcError(f'layer "{n}" would produce an empty tensor {fmt_shape(s)}', d["loc"])
+        d["shapes"] = [tuple(s) for s in outs]
+
+
+def count_costs(g: nx.DiGraph) -> None:
+    """Learnable parameters, stored buffers and operation counts per layer."""
+    for n in g.nodes:
+        d = g.nodes[n]
+        layer = REGISTRY[d["type"]]
+        ins, outs, a = d["in_shapes"], d["shapes"], d["attrs"]
+        d["param_shapes"] = layer.param_shapes(ins, a) if ins else {}
+        d["buffer_shapes"] = layer.buffer_shapes(ins, a) if ins else {}
+        d["params"] = sum(numel(s) for s in d["param_shapes"].values())
+        d["buffers"] = sum(numel(s) for s in d["buffer_shapes"].values())
+        d["ops"] = layer.ops(ins, outs, a) if (ins and not d["declared"]) else Ops()
+
+
+def plan_memory(g: nx.DiGraph, dtype: str = "float32") -> dict:
+    """Liveness-based buffer plan for one forward pass.
+
+    A pointwise layer writes over its input when nothing later reads that input (Caffe's
+    in-place ReLU, and the same for .net files that never say "in place"); Flatten/Reshape
+    outputs are views. Every other output gets a buffer that lives until its last reader ran.
+    Returns {"peak": bytes, "buffers": {buffer id: bytes}} and sets per node `buffer_of`
+    (one buffer id per output) and `new_bytes` (bytes this layer allocated).
+    """
+    size = DTYPE_BYTES[dtype]
+    order = forward_nodes(g)
+    position = {n: i for i, n in enumerate(order)}
+    last_use: dict[tuple[str, int], int] = {}   # (layer, port) -> position of its last reader
+    for n in order:
+        for src in g.nodes[n]["inputs"]:
+            last_use[src] = position[n]
+    for n in g.nodes:
+        g.nodes[n].update(new_bytes=0, buffer_of=[])
+    buffer_of: dict[tuple[str, int], int] = {}
+    buffer_bytes: list[int] = []
+    buffer_end: list[int] = []                   # last position any alias of the buffer is read
+    live = peak = 0
+    for i, n in enumerate(order):
+        d = g.nodes[n]
+        layer = REGISTRY[d["type"]]
+        for port, shape in enumerate(d["shapes"]):
+            b = None
+            if d["inputs"] and port == 0:
+                src_buffer = buffer_of[d["inputs"][0]]
+                if layer.is_view(d["attrs"]):
+                    b = src_buffer
+                elif layer.elementwise and buffer_end[src_buffer] == i:
+                    b = src_buffer  # nobody reads the input after us: overwrite it
+            if b is None:
+                b = len(buffer_bytes)
+                buffer_bytes.append(numel(shape) * size)
+                buffer_end.append(i)
+                live += buffer_bytes[b]
+                d["new_bytes"] += buffer_bytes[b]
+            buffer_of[(n, port)] = b
+            d["buffer_of"].append(b)
+            buffer_end[b] = max(buffer_end[b], last_use.get((n, port), len(order)))
+        peak = max(peak, live)
+        dying = {buffer_of[src] for src in d["inputs"]} | set(d["buffer_of"])
+        live -= sum(buffer_bytes[b] for b in dying if buffer_end[b] == i)
+    return {"peak": peak, "buffers": buffer_bytes}
+
+
+def receptive_fields(g: nx.DiGraph) -> None:
+    """Receptive field (size) and jump (effective stride) per output, per spatial axis, in input
+    pixels. Pointwise layers pass them through; merges take the largest; Deconvolution divides
+    the jump by its stride (so it may be fractional)."""
+    for n in g.nodes:
+        d = g.nodes[n]
+        layer = REGISTRY[d["type"]]
+        srcs = [g.nodes[s]["rf"] for s, _ in d["inputs"]]
+        if not srcs:
+            d["rf"] = ((1, Fraction(1)), (1, Fraction(1)))
+            continue
+        r = [max(s[ax][0] for s in srcs) for ax in (0, 1)]
+        j = [max(s[ax][1] for s in srcs) for ax in (0, 1)]
+        ins = d["in_shapes"]
+        if d["type"] == "Deconvolution":
+            a = d["attrs"]
+            for ax in (0, 1):
+                extent = a["dilation"][ax] * (a["kernel"][ax] - 1) + 1
+                r[ax] = r[ax] + (ceil(extent / a["stride"][ax]) - 1) * j[ax]
+                j[ax] = j[ax] / a["stride"][ax]
+        else:
+            win = layer.window(ins, d["attrs"]) if not d["declared"] else None
+            if win:
+                for ax, (k, s, _) in enumerate(win):
+                    r[ax] = r[ax] + (k - 1) * j[ax]
+                    j[ax] = j[ax] * s
+        d["rf"] = ((r[0], Fraction(j[0])), (r[1], Fraction(j[1])))
+
+
+PIPELINE = (infer_shapes, count_costs, plan_memory, receptive_fields)

@@ -1,0 +1,241 @@
+"""Caffe .prototxt -> ModelSpec: new (`layer`) and V1 (`layers`) syntax, phases, net-level inputs."""
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+
+from lark import Lark, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from .errors import Loc, NetcError, did_you_mean
+from .layers.base import Enum, Field, lookup
+from .spec import LayerSpec, ModelSpec
+
+GRAMMAR = Path(__file__).resolve().parent.parent / "grammar" / "prototxt.lark"
+
+NET_FIELDS = {"name", "input", "input_dim", "input_shape", "layer", "layers", "force_backward",
+              "state", "debug_info"}
+LAYER_FIELDS = {"name", "type", "bottom", "top", "phase", "loss_weight", "param", "blobs",
+                "propagate_down", "include", "exclude", "blobs_lr", "weight_decay", "force_backward"}
+DIRECTIVE = re.compile(r"#\s*netc:\s*output_shape\s+(.+?)\s*$")
+
+
+@lru_cache(maxsize=1)
+def parser() -> Lark:
+    return Lark(GRAMMAR.read_text(), parser="lalr", propagate_positions=True, maybe_placeholders=False)
+
+
+class _ToFields(Transformer):
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def _loc(self, meta_or_tok):
+        return Loc(self.path, meta_or_tok.line, meta_or_tok.column)
+
+    def start(self, items):
+        return list(items)
+
+    @v_args(meta=True)
+    def scalar_field(self, meta, items):
+        name, value = items
+        return Field(str(name), value, self._loc(name))
+
+    @v_args(meta=True)
+    def message_field(self, meta, items):
+        name, *fields = items
+        f = Field(str(name), list(fields), self._loc(name))
+        f.end_line = meta.end_line
+        return f
+
+    def string(self, items):
+        raw = str(items[0])[1:-1]
+        return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), raw)
+
+    def number(self, items):
+        text = str(items[0]).rstrip("fF")
+        try:
+            return int(text)
+        except ValueError:
+            return float(text)
+
+    def ident(self, items):
+        word = str(items[0])
+        return {"true": True, "false": False}.get(word, Enum(word))
+
+    def list(self, items):
+        return [x for x in items if x is not None]
+
+
+def parse_fields(text: str, path: str) -> list[Field]:
+    try:
+        tree = parser().parse(text)
+    except UnexpectedInput as e:
+        raise syntax_error(e, text, path) from None
+    return _ToFields(path).transform(tree)
+
+
+def syntax_error(e: UnexpectedInput, text: str, path: str) -> NetcError:
+    line, col = getattr(e, "line", 1) or 1, getattr(e, "column", 1) or 1
+    if isinstance(e, UnexpectedEOF) or (isinstance(e, UnexpectedToken) and e.token.type == "$END"):
+        lines = text.splitlines() or [""]
+        line, col = len(lines), len(lines[-1]) + 1
+        msg = "unexpected end of file (a '}' is missing?)"
+    elif isinstance(e, UnexpectedCharacters):
+        msg = f"unexpected character {text[e.pos_in_stream]!r}"
+    else:
+        tok = e.token
+        msg = f"unexpected {tok.type.lower() if tok.type.isupper() else ''} {str(tok)!r}".replace("  ", " ")
+        expected = sorted(getattr(e, "expected", ()) or ())
+        pretty = {"RBRACE": "'}'", "LBRACE": "'{'", "COLON": "':'", "NAME": "a field name"}
+        if expected:
+            msg += f"; expected {', '.join(pretty.get(x, x) for x in expected[:4])}"
+    return NetcError(msg, Loc(path, line, col), source=text)
+
+
+def _scalar(f: Field, what: str):
+    if isinstance(f.value, list):
+        raise NetcError(f'"{f.key}" must be a single {what}, not a message', f.loc)
+    return f.value
+
+
+def _string(f: Field) -> str:
+    v = _scalar(f, "name")
+    if not isinstance(v, (str, Enum)):
+        raise NetcError(f'"{f.key}" must be a quoted name, got {v}', f.loc)
+    return str(v)
+
+
+def _phase_ok(fields: list[Field], phase: str) -> bool:
+    for f in fields:
+        if f.key in ("include", "exclude") and isinstance(f.value, list):
+            phases = [str(x.value).upper() for x in f.value if x.key == "phase"]
+            if phases and (phase in phases) != (f.key == "include"):
+                return False
+        if f.key == "phase" and str(f.value).upper() != phase:
+            return False
+    return True
+
+
+def load(text: str, path: str, phase: str = "test") -> ModelSpec:
+    fields = parse_fields(text, path)
+    phase = phase.upper()
+    directives = _directives(text, path)
+    name = "network"
+    layers: list[LayerSpec] = []
+    other_phase: list[LayerSpec] = []
+    inputs, dims, shapes = [], [], []
+    for f in fields:
+        if f.key == "name":
+            name = _string(f)
+        elif f.key == "input":
+            inputs.append(f)
+        elif f.key == "input_dim":
+            v = _scalar(f, "integer")
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise NetcError(f"input_dim must be a positive integer, got {v}", f.loc)
+            dims.append(v)
+        elif f.key == "input_shape":
+            shapes.append(f)
+        elif f.key in ("layer", "layers"):
+            if not isinstance(f.value, list):
+                raise NetcError(f'"{f.key}" must be a {{ ... }} block', f.loc)
+            spec = _layer(f, path, directives)
+            (layers if _phase_ok(f.value, phase) else other_phase).append(spec)
+        elif f.key not in NET_FIELDS:
+            raise NetcError(f'unknown network field "{f.key}"' + did_you_mean(f.key, NET_FIELDS), f.loc)
+    layers = _net_inputs(inputs, dims, shapes, path) + layers
+    return ModelSpec(name, _borrow_sources(layers, other_phase), path, text, "prototxt")
+
+
+def _borrow_sources(layers: list[LayerSpec], other_phase: list[LayerSpec]) -> list[LayerSpec]:
+    """Keep another phase's data layer when this phase reads its blobs and nothing else makes
+    them (Inception v3 ships only a TRAIN data layer; its TEST net would have no input)."""
+    made = {t for ls in layers for t in ls.tops}
+    read = {b for ls in layers for b in ls.bottoms}
+    borrowed = []
+    for ls in other_phase:
+        if not ls.bottoms and lookup(ls.type, ls.loc).family == "data" and read & set(ls.tops) - made:
+            borrowed.append(ls)
+            made |= set(ls.tops)
+    return borrowed + layers
+
+
+def _net_inputs(inputs, dims, shapes, path) -> list[LayerSpec]:
+    if not inputs:
+        if dims or shapes:
+            f = shapes[0] if shapes else None
+            raise NetcError("input_dim/input_shape given without an input name",
+                            f.loc if f else Loc(path, 1, 1))
+        return []
+    out = []
+    if shapes:
+        if len(shapes) != len(inputs):
+            raise NetcError(f"{len(inputs)} input(s) but {len(shapes)} input_shape(s)", inputs[0].loc)
+        per = [[Field("shape", s.value, s.loc)] for s in shapes]
+    else:
+        if len(dims) != 4 * len(inputs):
+            raise NetcError(f"{len(inputs)} input(s) need {4 * len(inputs)} input_dim values, got {len(dims)}",
+                            inputs[0].loc)
+        per = [[Field("shape", dims[4 * i:4 * i + 4], inputs[i].loc)] for i in range(len(inputs))]
+    for f, fields in zip(inputs, per):
+        blob = _string(f)
+        out.append(LayerSpec(blob, "Input", [], [blob], fields, f.loc, f.loc))
+    return out
+
+
+def _layer(block: Field, path: str, directives) -> LayerSpec:
+    name = type_name = None
+    type_loc = block.loc
+    bottoms, tops, bottom_locs, raw = [], [], [], []
+    for f in block.value:
+        if f.key == "name":
+            name = _string(f)
+        elif f.key == "type":
+            type_name, type_loc = _string(f), f.loc
+        elif f.key == "bottom":
+            bottoms.append(_string(f))
+            bottom_locs.append(f.loc)
+        elif f.key == "top":
+            tops.append(_string(f))
+        else:
+            raw.append(f)
+    if type_name is None:
+        raise NetcError('layer has no "type"', block.loc)
+    layer = lookup(type_name, type_loc)
+    if name is None:
+        name = tops[0] if tops else f"{layer.short}@{block.loc.line}"
+    params = []
+    for f in raw:
+        if f.key in layer.messages:
+            if not isinstance(f.value, list):
+                raise NetcError(f'"{f.key}" must be a {{ ... }} block', f.loc)
+            params.extend(f.value)
+        elif f.key.endswith("_param") or f.key in LAYER_FIELDS:
+            continue  # Caffe ignores other layers' parameter messages too
+        else:
+            raise NetcError(f'unknown layer field "{f.key}"'
+                            + did_you_mean(f.key, LAYER_FIELDS | set(layer.messages)), f.loc)
+    end = getattr(block, "end_line", block.loc.line)
+    declared = [shape for line, shape in directives.items() if block.loc.line <= line <= end]
+    return LayerSpec(name, layer.type, bottoms, tops, params, block.loc, type_loc, bottom_locs,
+                     declared[0] if declared else None)
+
+
+def _directives(text: str, path: str) -> dict[int, list[tuple]]:
+    """`# netc: output_shape 1x300x5, 1x4` comments: shapes for layers netc cannot infer."""
+    found = {}
+    for i, line in enumerate(text.splitlines(), 1):
+        m = DIRECTIVE.search(line)
+        if not m:
+            continue
+        try:
+            shapes = [tuple(int(d) for d in part.strip().lower().split("x")) for part in m.group(1).split(",")]
+        except ValueError:
+            raise NetcError("output_shape directive wants sizes like 1x300x5 (comma between tops)",
+                            Loc(path, i, m.start(1) + 1), source=text) from None
+        if any(d <= 0 for s in shapes for d in s):
+            raise NetcError("output_shape sizes must be positive", Loc(path, i, m.start(1) + 1), source=text)
+        found[i] = shapes
+    return found

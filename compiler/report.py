@@ -1,0 +1,152 @@
+"""Analysis -> table (rich), JSON, CSV, Markdown. Reads the Analysis; computes nothing new."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+COLUMNS = ("name", "type", "output", "params", "macc", "flops", "act", "rf")
+
+
+def human(n: float, unit: str = "") -> str:
+    """1234567 -> '1.23M'. Exact below 1000 so small numbers stay checkable."""
+    for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{suffix}{unit}"
+    return f"{int(n)}{unit}" if float(n).is_integer() else f"{n:.2f}{unit}"
+
+
+def human_bytes(n: int) -> str:
+    """Decimal megabytes, as the CS231n and Netscope tables use."""
+    if n >= 1e9:
+        return f"{n / 1e9:.2f} GB"
+    if n >= 1e6:
+        return f"{n / 1e6:.2f} MB"
+    if n >= 1e3:
+        return f"{n / 1e3:.1f} kB"
+    return f"{n} B"
+
+
+def shape_text(shapes) -> str:
+    return ", ".join("x".join(str(d) for d in s[1:]) if len(s) > 1 else "x".join(map(str, s)) or "scalar"
+                     for s in shapes)
+
+
+def _rows(analysis, depth):
+    """Layer rows, or block groups when depth is given (native .net files)."""
+    if depth is None:
+        return [(r.name, r.type, shape_text(r.output_shapes), r.params, r.macc, r.flops,
+                 r.activation_bytes, r.receptive_field, r.forward) for r in analysis.layers]
+    groups: dict[str, list] = {}
+    order = []
+    for r in analysis.layers:
+        key = "/".join(r.name.split("/")[:depth + 1]) if r.block else r.name
+        if key not in groups:
+            groups[key] = []
+            order.append(key)
+        groups[key].append(r)
+    rows = []
+    for key in order:
+        rs = groups[key]
+        last = rs[-1]
+        kind = last.type if len(rs) == 1 else f"{len(rs)} layers"
+        rows.append((key, kind, shape_text(last.output_shapes), sum(r.params for r in rs),
+                     sum(r.macc for r in rs), sum(r.flops for r in rs),
+                     sum(r.activation_bytes for r in rs), last.receptive_field, any(r.forward for r in rs)))
+    return rows
+
+
+def print_table(analysis, training=None, depth=None, console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    console = console or Console()
+    t = Table(title=f"{analysis.network.name}  (batch {analysis.batch}, {analysis.dtype})",
+              show_lines=False, header_style="bold", pad_edge=False, expand=False)
+    t.add_column("layer", overflow="fold", max_width=28)
+    t.add_column("type", max_width=12, overflow="ellipsis")
+    t.add_column("output", overflow="fold")
+    t.add_column("params", justify="right")
+    t.add_column("MACs", justify="right")
+    t.add_column("memory", justify="right")
+    t.add_column("RF", justify="right")
+    for name, typ, out, params, macc, flops, act, rf, fwd in _rows(analysis, depth):
+        style = None if fwd else "dim"
+        t.add_row(name, typ, out, human(params) if params else "-", human(macc) if macc else "-",
+                  human_bytes(act) if act else "-", f"{rf[0]}" if rf[0] == rf[1] else f"{rf[0]}x{rf[1]}",
+                  style=style)
+    console.print(t)
+    console.print(totals_text(analysis, training))
+
+
+def totals_text(analysis, training=None) -> str:
+    tt = analysis.totals
+    lines = [
+        f"layers                 {tt['layers']}",
+        f"params                 {tt['params']:,}  ({human(tt['params'])}, {human_bytes(tt['param_bytes'])})",
+        f"buffers                {tt['buffers']:,}",
+        f"MACs                   {tt['macc']:,}  ({human(tt['macc'])})",
+        f"FLOPs                  {tt['flops']:,}  ({human(tt['flops'])})",
+        f"activations (summed)   {human_bytes(tt['activation_bytes'])}",
+        f"peak activations       {human_bytes(tt['peak_activation_bytes'])}  (liveness-based reuse)",
+    ]
+    if training:
+        lines.append(f"training step ({training['optimizer']})  {human_bytes(training['total'])}  = "
+                     + " + ".join(f"{k.replace('_', ' ')} {human_bytes(v)}" for k, v in training.items()
+                                  if k not in ("total", "optimizer")))
+    return "\n".join(lines) + "\n"
+
+
+CSV_FIELDS = ("name", "type", "inputs", "outputs", "output_shapes", "params", "buffers", "macc", "flops",
+              "activation_bytes", "param_bytes", "receptive_field", "jump")
+
+
+def render(analysis, fmt: str, training=None, depth=None) -> str:
+    if fmt == "json":
+        d = analysis.to_dict()
+        if training:
+            d["training"] = training
+        return json.dumps(d, indent=1) + "\n"
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(CSV_FIELDS)
+        for r in analysis.layers:
+            d = r.to_dict()
+            w.writerow([" ".join(d[k]) if k in ("inputs", "outputs") else
+                        ";".join("x".join(map(str, s)) for s in d[k]) if k == "output_shapes" else
+                        "x".join(map(str, d[k])) if k in ("receptive_field", "jump") else d[k]
+                        for k in CSV_FIELDS])
+        return buf.getvalue()
+    if fmt == "markdown":
+        out = [f"# {analysis.network.name} (batch {analysis.batch}, {analysis.dtype})", "",
+               "| layer | type | output | params | MACs | memory | RF |", "|---|---|---|--:|--:|--:|--:|"]
+        for name, typ, shape, params, macc, flops, act, rf, fwd in _rows(analysis, depth):
+            esc = name.replace("|", "\\|")
+            out.append(f"| {esc} | {typ} | {shape} | {params:,} | {macc:,} | {act:,} | {rf[0]}x{rf[1]} |")
+        out += ["", "```", totals_text(analysis, training).rstrip(), "```", ""]
+        return "\n".join(out)
+    buf = io.StringIO()
+    from rich.console import Console
+    print_table(analysis, training, depth, console=Console(file=buf, width=100, color_system=None))
+    return buf.getvalue()
+
+
+def zoo_rows():
+    from .network import load, zoo_names
+    for name in zoo_names():
+        net = load(name)
+        a = net.analyze()
+        src = next((l for l in net.source.splitlines() if l.startswith("# source:")), "# source: -")
+        inputs = [r.output_shapes[0] for r in a.layers if not r.inputs and r.forward]
+        yield name, a.totals["params"], a.totals["macc"], inputs, src.split(":", 1)[1].strip()
+
+
+def print_zoo() -> None:
+    from rich.console import Console
+    from rich.table import Table
+    t = Table(header_style="bold")
+    for c in ("model", "params", "MACs", "input", "source"):
+        t.add_column(c, justify="right" if c in ("params", "MACs") else "left")
+    for name, params, macc, inputs, src in zoo_rows():
+        t.add_row(name, f"{params:,}", human(macc), shape_text(inputs), src)
+    Console().print(t)
