@@ -82,3 +82,11 @@ def build_graph(spec: ModelSpec) -> nx.DiGraph:
     if not len(g):
         raise NetcError("the model defines no layers", None)
     return g
+
+
+def ir_signature(g: nx.DiGraph) -> list[tuple]:
+    """What "the same IR" means for round trips: layers in order with their types, normalized
+    attributes, tops, producers of each input and declared shapes. Blob names used to *refer*
+    to an input may differ (a .net label vs the Caffe blob it stands for); the edges may not."""
+    return [(n, d["type"], repr(sorted(d["attrs"].items())), tuple(d["tops"]), tuple(d["inputs"]),
+             repr(d["declared"])) for n, d in g.nodes(data=True)]

@@ -56,6 +56,15 @@ class NetcError(Exception):
         return self.render()
 
 
+class SoftShapeError(NetcError):
+    """A shape Caffe would reject but Netscope shows anyway (some of its presets rely on it).
+    Native files get the error; Caffe files get a warning and `fallback` as the output shapes."""
+
+    def __init__(self, message, loc, fallback):
+        super().__init__(message, loc)
+        self.fallback = fallback
+
+
 def _read_quietly(path: str) -> str | None:
     try:
         with open(path, encoding="utf-8", errors="replace") as f:

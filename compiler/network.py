@@ -72,12 +72,27 @@ def load(model: str | Path, *, phase: str = "test") -> "Network":
     if phase not in ("test", "train"):
         raise NetcError(f'phase must be "test" or "train", got "{phase}"')
     path = resolve(str(model))
-    text = read_text(path)
-    return Network(build_graph(parse_spec(text, str(path), phase)), text)
+    return loads(read_text(path), path=str(path), phase=phase)
 
 
 def loads(text: str, *, path: str = "<string>", phase: str = "test") -> "Network":
-    return Network(build_graph(parse_spec(text, path, phase)), text)
+    with quoting(text, path):
+        return Network(build_graph(parse_spec(text, path, phase)), text)
+
+
+class quoting:
+    """Attach the model text to errors about it, so the caret line works for in-memory text."""
+
+    def __init__(self, text: str, path: str):
+        self.text, self.path = text, path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, err, tb):
+        if isinstance(err, NetcError) and err.source is None and err.loc and err.loc.file == self.path:
+            err.source = self.text
+        return False
 
 
 class Network:
@@ -95,10 +110,11 @@ class Network:
         if not isinstance(batch, int) or batch < 1:
             raise NetcError(f"batch must be a positive integer, got {batch}")
         g = self.graph
-        passes.infer_shapes(g, batch)
-        passes.count_costs(g)
-        plan = passes.plan_memory(g, dtype)
-        passes.receptive_fields(g)
+        with quoting(self.source, g.graph["path"]):
+            passes.infer_shapes(g, batch)
+            passes.count_costs(g)
+            plan = passes.plan_memory(g, dtype)
+            passes.receptive_fields(g)
         return Analysis(self, batch, dtype, plan)
 
     def to_net(self) -> str:
@@ -108,6 +124,19 @@ class Network:
     def to_prototxt(self) -> str:
         from .emit import to_prototxt
         return to_prototxt(self.graph)
+
+    def draw(self, path=None, *, rankdir="TB", collapse=None, detail="shapes", format=None):
+        """Graphviz diagram: writes `path` (format from its suffix) or returns a graphviz.Source."""
+        from .diagram import draw
+        return draw(self, path, rankdir=rankdir, collapse=collapse, detail=detail, format=format)
+
+    def _repr_svg_(self):
+        """Jupyter shows the diagram; None (plain repr) when Graphviz is not installed."""
+        from .diagram import svg_text
+        try:
+            return svg_text(self)
+        except NetcError:
+            return None
 
     def __repr__(self) -> str:
         return f"<Network {self.name}: {len(self.graph)} layers>"

@@ -12,7 +12,7 @@ from math import ceil
 
 import networkx as nx
 
-from .errors import NetcError
+from .errors import NetcError, SoftShapeError
 from .layers import REGISTRY, Ops, numel
 from .layers.base import fmt_shape
 
@@ -41,7 +41,15 @@ def infer_shapes(g: nx.DiGraph, batch: int | None = 1) -> None:
         elif layer.outputs is None:
             outs = layer.multi_shapes(ins, d["attrs"], d["loc"], len(d["tops"]))
         else:
-            outs = layer.shapes(ins, d["attrs"], d["loc"])
+            try:
+                outs = layer.shapes(ins, d["attrs"], d["loc"])
+            except SoftShapeError as e:
+                if g.graph.get("language") != "prototxt":
+                    raise
+                outs = e.fallback
+                warning = (d["loc"], e.message + " (Caffe would stop here; netc continues as Netscope does)")
+                if warning not in g.graph["warnings"]:
+                    g.graph["warnings"].append(warning)
         if batch is not None and not ins and outs:
             outs = [(batch, *s[1:]) if len(s) else s for s in outs]
         for s in outs:

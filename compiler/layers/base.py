@@ -26,10 +26,11 @@ class Enum:
 
 @dataclass
 class Field:
-    """One raw `key: value` from a model file; value is a scalar, Enum, list or list[Field]."""
+    """One raw `key: value` from a model file; value is a scalar, Enum, list or list[Field].
+    Equality ignores where it was written, so IRs from different files compare equal."""
     key: str
     value: Any
-    loc: Loc
+    loc: Loc = field(compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,8 @@ class Layer:
             values = f.value if isinstance(f.value, list) and p.kind not in ("msg", "shape") \
                 and not (f.value and isinstance(f.value[0], Field)) else [f.value]
             if p.kind == "shape" and isinstance(f.value, list) and not (f.value and isinstance(f.value[0], Field)):
-                values = [f.value]  # .net: shape=[1, 3, 224, 224]
+                nested = p.repeated and f.value and all(isinstance(x, (list, tuple)) for x in f.value)
+                values = list(f.value) if nested else [f.value]  # .net: shape=[1, 3, 224, 224]
             conv = [_coerce(self.type, p, v, f.loc) for v in values]
             if p.repeated:
                 got.setdefault(p.name, []).extend(conv)

@@ -127,9 +127,7 @@ class Implicit(Layer):
     family = "other"
     short = "output"
     min_inputs, max_inputs = 1, None
-    outputs = None
+    outputs = 0
 
-    def multi_shapes(self, ins, a, loc, ntops):
-        if ntops:
-            raise NetcError("an implicit (output marker) layer has no tops", loc)
+    def shapes(self, ins, a, loc):
         return []

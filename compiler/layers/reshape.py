@@ -1,7 +1,7 @@
 """Layers that only move or relabel data: Flatten, Reshape, Permute, Crop, Softmax."""
 from __future__ import annotations
 
-from ..errors import NetcError
+from ..errors import NetcError, SoftShapeError
 from .base import Layer, Ops, Param, fmt_shape, numel, register
 from .merge import _axis
 
@@ -104,13 +104,13 @@ class Crop(Layer):
         offs = list(a["offset"])
         if len(offs) not in (0, 1, len(big) - ax):
             raise NetcError(f"Crop takes 0, 1 or {len(big) - ax} offsets, got {len(offs)}", loc)
-        out = list(big[:ax])
+        out = tuple(big[:ax]) + tuple(ref[ax:])
         for i in range(ax, len(big)):
             off = offs[0] if len(offs) == 1 else offs[i - ax] if offs else 0
             if ref[i] + off > big[i]:
-                raise NetcError(f"Crop: {fmt_shape(ref)} at offset {off} does not fit in {fmt_shape(big)}", loc)
-            out.append(ref[i])
-        return [tuple(out)]
+                raise SoftShapeError(f"Crop: {fmt_shape(ref)} at offset {off} does not fit in "
+                                     f"{fmt_shape(big)}", loc, [out])
+        return [out]
 
 
 @register
