@@ -33,14 +33,14 @@ def shape_text(shapes) -> str:
 
 
 def _rows(analysis, depth):
-    """Layer rows, or block groups when depth is given (native .net files)."""
+    """Layer rows, or groups of layers sharing a '/'-separated name prefix when depth is given."""
     if depth is None:
         return [(r.name, r.type, shape_text(r.output_shapes), r.params, r.macc, r.flops,
                  r.activation_bytes, r.receptive_field, r.forward) for r in analysis.layers]
     groups: dict[str, list] = {}
     order = []
     for r in analysis.layers:
-        key = "/".join(r.name.split("/")[:depth + 1]) if r.block else r.name
+        key = "/".join(r.name.split("/")[:depth + 1])  # .net scopes, and Caffe's "inception_3a/1x1"
         if key not in groups:
             groups[key] = []
             order.append(key)

@@ -192,3 +192,18 @@ def test_training_memory_adds_up(vgg16):
     p = vgg16.totals["param_bytes"]
     assert tm["gradients"] == p and tm["optimizer_state"] == 2 * p
     assert tm["total"] == sum(v for k, v in tm.items() if k not in ("total", "optimizer"))
+
+
+def test_text_formats_agree_with_totals(refs):
+    import csv
+    import io
+    from netc.compiler import report
+    a = netc.load(refs / "googlenet.prototxt").analyze()
+    rows = list(csv.DictReader(io.StringIO(report.render(a, "csv"))))
+    assert len(rows) == len(a.layers)
+    assert sum(int(r["params"]) for r in rows) == a.totals["params"]
+    md = report.render(a, "markdown", depth=0)
+    groups = [l for l in md.splitlines() if l.startswith("| inception_")]
+    assert len(groups) == 9  # 3a, 3b, 4a-4e, 5a, 5b: one row per module
+    table = report.render(a, "table")
+    assert f"{a.totals['macc']:,}" in table and all(len(l) <= 100 for l in table.splitlines())
