@@ -25,7 +25,8 @@ def build_graph(spec: ModelSpec) -> nx.DiGraph:
     g.graph["warnings"]: repeated layer names (Caffe allows them) get a #2 suffix, and a bottom
     naming a layer rather than a blob (a typo Netscope forgives) reads that layer's output."""
     lenient = spec.language == "prototxt"
-    g = nx.DiGraph(name=spec.name, path=spec.path, language=spec.language, warnings=[])
+    g = nx.DiGraph(name=spec.name, path=spec.path, language=spec.language, warnings=[],
+                   block_types=dict(spec.block_types))
     producer: dict[str, tuple[str, int]] = {}
     for ls in spec.layers:
         layer = lookup(ls.type, ls.type_loc or ls.loc)

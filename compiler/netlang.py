@@ -69,6 +69,7 @@ class Elaborator:
         self.blocks: dict[str, Tree] = {}
         self.name = Path(path).stem
         self.used: set[str] = set()
+        self.block_types: dict[str, str] = {}
 
     def loc(self, item) -> Loc:
         if isinstance(item, Token):
@@ -93,7 +94,7 @@ class Elaborator:
                 self.blocks[str(name)] = st
         top = Scope("", None, None, {})
         self.stmts(tree.children, top, None, allow_defs=True)
-        return ModelSpec(self.name, self.layers, self.path, self.text, "net")
+        return ModelSpec(self.name, self.layers, self.path, self.text, "net", self.block_types)
 
     def stmts(self, items, scope: Scope, current: str | None, allow_defs=False) -> str | None:
         for st in items:
@@ -241,6 +242,7 @@ class Elaborator:
         local = label or scope.fresh(str(bname))
         child = Scope(scope.full(local), scope, bottoms[0] if bottoms else None, env,
                       block_type=str(bname), depth=scope.depth + 1)
+        self.block_types[child.path] = str(bname)
         result = self.stmts(body.children, child, child.input)
         scope.children[local] = child
         scope.names[local] = [result] if result else []

@@ -33,3 +33,4 @@ class ModelSpec:
     path: str
     source: str
     language: str          # "prototxt" | "net"
+    block_types: dict = field(default_factory=dict)  # block instance path -> block name
