@@ -125,6 +125,15 @@ class Network:
         from .emit import to_prototxt
         return to_prototxt(self.graph)
 
+    def compile(self, target: str = "cpu", weights=None, batch: int | None = None, seed: int = 0,
+                blobs=()) -> "Executable":
+        """Generated kernels for `target`; weights: .npz path, {key: array} or None (seeded
+        random). `blobs` names intermediate blobs to keep readable through fusion."""
+        if target != "cpu":
+            raise NetcError(f'the {target.upper() if target == "cuda" else target} target is not available yet')
+        from ..runtime.executor import Executable
+        return Executable(self, weights=weights, batch=batch, seed=seed, blobs=blobs)
+
     def draw(self, path=None, *, rankdir="TB", collapse=None, detail="shapes", format=None):
         """Graphviz diagram: writes `path` (format from its suffix) or returns a graphviz.Source."""
         from .diagram import draw
