@@ -1,0 +1,1 @@
+"""Code generation per target: cpu.py (numba + numpy BLAS)."""

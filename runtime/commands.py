@@ -1,0 +1,213 @@
+"""`netc run | bench | build | weights`: argument handling and printing around the Python API."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..compiler.errors import NetcError
+from ..compiler.layers.base import fmt_shape
+
+NO_CUDA = "the CUDA target is not available yet"
+
+
+def _load(args):
+    from ..compiler.network import load
+    net = load(args.model, phase=getattr(args, "phase", "test"))
+    for loc, msg in net.graph.graph.get("warnings", []):
+        print(f"{loc}: warning: {msg}", file=sys.stderr)
+    return net
+
+
+def _input_source(net, ex):
+    name = ex.required_inputs[0]
+    n, _ = ex.inputs[name]
+    return name, net.graph.nodes[n]["attrs"]
+
+
+def _read_input(args, net) -> np.ndarray | None:
+    paths = args.input or []
+    if not paths:
+        return None
+    if len(paths) == 1 and paths[0].endswith(".npy"):
+        try:
+            x = np.load(paths[0], allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise NetcError(f"cannot read {paths[0]}: {e}") from None
+        if x.dtype.kind != "f":
+            raise NetcError(f"{paths[0]} holds {x.dtype}; expected floating point")
+        return x
+    if any(p.endswith(".npy") for p in paths):
+        raise NetcError("give either one .npy file or image files to --input")
+    return paths  # images: read once the input shape is known
+
+
+def run_command(args) -> int:
+    if args.gpu:
+        raise NetcError(NO_CUDA)
+    if bool(args.blobs) != bool(args.blobs_out):
+        raise NetcError("--blobs and -o go together: --blobs a,b -o blobs.npz")
+    if args.labels and not args.top:
+        raise NetcError("--labels is used with --top K")
+    net = _load(args)
+    x = _read_input(args, net)
+    batch = args.batch
+    if isinstance(x, np.ndarray):
+        if batch is not None and x.shape[0] != batch:
+            raise NetcError(f"--batch {batch} but the input holds {x.shape[0]} item(s)")
+        batch = x.shape[0]
+    elif isinstance(x, list):
+        batch = len(x)
+    blobs = [b for b in (args.blobs or "").split(",") if b]
+    ex = net.compile(weights=args.weights, batch=batch or 1, seed=args.seed, blobs=blobs)
+    if len(ex.required_inputs) != 1 and x is not None:
+        raise NetcError(f"this network has {len(ex.required_inputs)} inputs; --input feeds one")
+    feeds = {}
+    for k, name in enumerate(ex.required_inputs):
+        shape = ex._view(ex.inputs[name]).shape
+        if x is None:
+            feeds[name] = np.random.default_rng(args.seed + 1 + k).standard_normal(shape).astype(np.float32)
+            print(f"note: no --input; feeding random values to \"{name}\" {fmt_shape(shape)}", file=sys.stderr)
+        elif isinstance(x, list):
+            from .images import load_images
+            _, attrs = _input_source(net, ex)
+            feeds[name] = load_images(x, shape, attrs)
+        else:
+            feeds[name] = x
+    got = ex.run(feeds, blobs)
+    out_name = ex.outputs[-1]
+    y = got[out_name]
+    if args.output:
+        np.save(args.output, y)
+    if blobs:
+        np.savez(args.blobs_out, **{b: got[b] for b in blobs})
+    if args.top:
+        labels = Path(args.labels).read_text(encoding="utf-8").splitlines() if args.labels else None
+        scores = y.reshape(y.shape[0], -1)
+        for item in range(scores.shape[0]):
+            if scores.shape[0] > 1:
+                print(f"item {item}:")
+            for rank, idx in enumerate(np.argsort(-scores[item], kind="stable")[:args.top], 1):
+                label = labels[idx] if labels and idx < len(labels) else ""
+                print(f"  {rank:>2}. {idx:>5}  {scores[item, idx]:.6f}  {label}")
+    else:
+        print(f'{out_name}: {fmt_shape(y.shape)}  min {y.min():.6g}  max {y.max():.6g}  mean {y.mean():.6g}')
+    if args.profile:
+        _print_profile(ex.profile(feeds, repeat=5), sys.stdout)
+    return 0
+
+
+def _print_profile(rows, f, limit=None) -> None:
+    total = sum(r["seconds"] for r in rows) or 1e-30
+    shown = sorted(rows, key=lambda r: -r["seconds"])[:limit] if limit else rows
+    w = max([len(r["name"]) for r in shown] + [5])
+    print(f"{'layer':<{w}}  {'type':<20} {'ms':>8} {'share':>6} {'GFLOP/s':>8}  fused", file=f)
+    for r in shown:
+        gf = r["flops"] / r["seconds"] / 1e9 if r["seconds"] > 0 else 0.0
+        print(f"{r['name']:<{w}}  {r['type']:<20} {r['seconds'] * 1e3:8.3f} {r['seconds'] / total:6.1%} "
+              f"{gf:8.1f}  {'+'.join(r['layers'][1:])}", file=f)
+    print(f"{'total':<{w}}  {'':<20} {total * 1e3:8.3f}", file=f)
+
+
+def measure_sgemm(n: int = 2048, reps: int = 3) -> float:
+    """This machine's numpy sgemm GFLOP/s at n^3 (best of reps): the yardstick for bench."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
+    c = a @ b
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        np.matmul(a, b, out=c)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
+
+
+def bench(net, batch: int = 1, iters: int = 20, weights=None) -> dict:
+    ex = net.compile(weights=weights, batch=batch)
+    feeds = {name: np.random.default_rng(k).standard_normal(ex._view(ex.inputs[name]).shape).astype(np.float32)
+             for k, name in enumerate(ex.required_inputs)}
+    ex.run(feeds)
+    ex.run(feeds)
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        ex.run(feeds)
+        times.append(time.perf_counter() - t0)
+    t = np.array(times)
+    med = float(np.median(t))
+    flops = ex.analysis.totals["flops"]
+    peak = measure_sgemm()
+    rows = ex.profile(feeds, repeat=min(max(iters, 3), 10))
+    return {
+        "network": net.name, "batch": batch, "iters": iters,
+        "median_ms": med * 1e3, "p10_ms": float(np.percentile(t, 10)) * 1e3,
+        "p90_ms": float(np.percentile(t, 90)) * 1e3, "min_ms": float(t.min()) * 1e3,
+        "images_per_s": batch / med, "gflop": flops / 1e9, "gflops": flops / med / 1e9,
+        "sgemm_peak_gflops": peak, "fraction_of_sgemm_peak": flops / med / 1e9 / peak,
+        "arena_bytes": ex.arena_bytes, "peak_activation_bytes": ex.peak_bytes,
+        "slowest": [{"layer": r["name"], "type": r["type"], "ms": r["seconds"] * 1e3,
+                     "gflops": r["flops"] / r["seconds"] / 1e9 if r["seconds"] else 0.0,
+                     "fused": r["layers"][1:]} for r in sorted(rows, key=lambda r: -r["seconds"])[:10]],
+    }
+
+
+def bench_command(args) -> int:
+    if args.gpu:
+        raise NetcError(NO_CUDA)
+    if args.iters < 1 or args.batch < 1:
+        raise NetcError("--iters and --batch must be positive")
+    r = bench(_load(args), args.batch, args.iters)
+    if args.format == "json":
+        print(json.dumps(r, indent=2))
+        return 0
+    print(f"{r['network']}  batch {r['batch']}  {r['iters']} iterations (CPU, numba + numpy sgemm)")
+    print(f"  latency   median {r['median_ms']:.2f} ms  (p10 {r['p10_ms']:.2f}, p90 {r['p90_ms']:.2f}, "
+          f"min {r['min_ms']:.2f})")
+    print(f"  throughput {r['images_per_s']:.1f} images/s   {r['gflops']:.1f} GFLOP/s "
+          f"({r['gflop']:.2f} GFLOP per pass)")
+    print(f"  sgemm 2048^3 on this machine: {r['sgemm_peak_gflops']:.1f} GFLOP/s -> "
+          f"{r['fraction_of_sgemm_peak']:.1%} of it")
+    print(f"  arena {r['arena_bytes'] / 2**20:.2f} MiB (plan peak {r['peak_activation_bytes'] / 2**20:.2f} MiB)")
+    print("  slowest layers:")
+    for s in r["slowest"]:
+        fused = f"  (+{'+'.join(s['fused'])})" if s["fused"] else ""
+        print(f"    {s['layer']:<32} {s['type']:<20} {s['ms']:8.3f} ms {s['gflops']:8.1f} GFLOP/s{fused}")
+    return 0
+
+
+def build_command(args) -> int:
+    if args.target != "cpu":
+        raise NetcError(NO_CUDA)
+    from ..compiler.codegen.cpu import Namespace
+    from .executor import generate
+    net = _load(args)
+    prog, _ = generate(net, batch=args.batch)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / (Namespace().create("net_", net.name or "model") + ".py")
+    path.write_text(prog.source, encoding="utf-8")
+    kernels = prog.source.count("@nb.njit")
+    print(f"wrote {path}: {kernels} kernels, {len(prog.steps)} steps, "
+          f"scratch {prog.scratch * 4} bytes (batch {args.batch})")
+    return 0
+
+
+def weights_command(args) -> int:
+    from .weights import expected, optional
+    net = _load(args)
+    net.analyze(batch=1)
+    keys = expected(net.graph)
+    w = max([len(k) for k in keys] + [3])
+    total = 0
+    for k, s in keys.items():
+        n = int(np.prod(s))
+        total += n
+        print(f"{k:<{w}}  {fmt_shape(s):<22} {n:>12,}")
+    print(f"{len(keys)} keys, {total:,} values (float32, {total * 4:,} bytes)")
+    opt = optional(net.graph)
+    if opt:
+        print(f"optional: {len(opt)} BatchNorm moving_average_factor keys, shape [1] (Caffe's scale on mean/var)")
+    return 0

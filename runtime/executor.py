@@ -1,0 +1,203 @@
+"""Executable: a compiled network bound to one float32 arena, run step by step.
+
+The arena follows the analysis' buffer plan (runtime/plan.py gives each buffer an offset), so
+what `netc analyze` reports as peak activation memory is what a run allocates. Requested blobs
+are copied out right after the step that finalizes them, because their bytes are reused later.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..compiler.codegen.cpu import SOURCES, lower
+from ..compiler.errors import NetcError, SoftShapeError
+from ..compiler.layers import REGISTRY
+from ..compiler.layers.base import fmt_shape
+from ..compiler.passes import forward_nodes
+from . import weights as wmod
+from .plan import assign_offsets
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("NETC_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "netc")
+    return Path(root) / "cpu"
+
+
+def _configure_numba() -> None:
+    """numba's OpenMP pool and OpenBLAS's threads oversubscribe 2 cores badly (KERNELS.md:
+    ResNet-50 476 ms); the workqueue layer does not, unless the user chose a layer."""
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        import numba
+        numba.config.THREADING_LAYER = "workqueue"
+
+
+def load_module(source: str):
+    """Import generated source from a real file named by its hash: numba's cache=True needs a
+    file, and the same network compiled twice reuses both the file and the machine code."""
+    _configure_numba()
+    digest = hashlib.sha256(source.encode()).hexdigest()[:24]
+    name = f"netc_cpu_{digest}"
+    if name in sys.modules:
+        return sys.modules[name]
+    d = cache_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"m_{digest}.py"
+    if not path.is_file() or path.read_text() != source:
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(source)
+        os.replace(tmp, path)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _refuse_soft_shapes(g, order) -> None:
+    """The analyzer shows shapes Caffe would reject (as Netscope does); running them would read
+    out of bounds, so here they are errors."""
+    for n in order:
+        d = g.nodes[n]
+        layer = REGISTRY[d["type"]]
+        if layer.outputs is not None and not d["declared"] and d["inputs"]:
+            try:
+                layer.shapes(d["in_shapes"], d["attrs"], d["loc"])
+            except SoftShapeError as e:
+                raise NetcError(e.message + " (netc cannot execute it)", e.loc) from None
+
+
+def generate(net, batch: int | None = None, weights=None, seed: int = 0, blobs=()):
+    """(Program, context) for a network: analysis at `batch` (default 1, as `netc analyze`),
+    weights loaded or made, arena offsets assigned, kernels generated (not yet compiled)."""
+    analysis = net.analyze(batch=batch or 1)
+    g = net.graph
+    order = forward_nodes(g)
+    _refuse_soft_shapes(g, order)
+    w = wmod.load(g, weights) if weights is not None else wmod.random(g, seed)
+    offsets, length = assign_offsets(g)
+    buffer_of = {(n, p): b for n in order for p, b in enumerate(g.nodes[n]["buffer_of"])}
+    blob_key = {}
+    for n in order:
+        for p, top in enumerate(g.nodes[n]["tops"]):
+            blob_key[top] = (n, p)
+    keep = set()
+    for b in blobs:
+        if b not in blob_key:
+            from ..compiler.errors import did_you_mean
+            raise NetcError(f'no blob named "{b}"' + did_you_mean(b, list(blob_key)))
+        keep.add(blob_key[b])
+    prog = lower(g, w, buffer_of, keep)
+    return prog, {"analysis": analysis, "weights": w, "blob_key": blob_key, "order": order,
+                  "offsets": offsets, "length": length}
+
+
+class Executable:
+    def __init__(self, net, weights=None, batch: int | None = None, seed: int = 0, blobs=()):
+        self.network = net
+        self.program, ctx = generate(net, batch, weights, seed, blobs)
+        self.analysis, self.weights, self.blob_key = ctx["analysis"], ctx["weights"], ctx["blob_key"]
+        self.order, offsets, length = ctx["order"], ctx["offsets"], ctx["length"]
+        g = net.graph
+        self.module = load_module(self.program.source)
+        self.arena = np.zeros(max(length, 1), np.float32)
+        self.arena_bytes = length * 4
+        self.peak_bytes = self.analysis.totals["peak_activation_bytes"]
+        self.views = []
+        for b, shape in self.program.views:
+            size = int(np.prod(shape, dtype=np.int64))
+            self.views.append(self.arena[offsets[b]:offsets[b] + size].reshape(shape))
+        self.scratch = np.zeros(max(self.program.scratch, 1), np.float32)
+        self.steps = self.module.make(self.views, self.scratch, self.program.params)
+        self.types = {n: g.nodes[n]["type"] for n in self.order}
+        self.flops = {n: g.nodes[n]["ops"].flops for n in self.order}
+        self.inputs = {g.nodes[n]["tops"][p]: (n, p) for n in self.order if g.nodes[n]["type"] in SOURCES
+                       for p in range(len(g.nodes[n]["tops"]))}
+        read = {src for n in self.order if self.types[n] != "Implicit" for src in g.nodes[n]["inputs"]}
+        self.outputs = [g.nodes[n]["tops"][p] for n in self.order if self.types[n] not in SOURCES
+                        for p in range(len(g.nodes[n]["shapes"])) if (n, p) not in read]
+        self.outputs = [o for o in self.outputs if self.blob_key[o][0] not in self.program.hidden]
+
+    def _key(self, blob: str) -> tuple:
+        if blob not in self.blob_key:
+            from ..compiler.errors import did_you_mean
+            raise NetcError(f'no blob named "{blob}"' + did_you_mean(blob, list(self.blob_key)))
+        return self.blob_key[blob]
+
+    def _view(self, key):
+        return self.views[self.program.view_of[key]]
+
+    @property
+    def required_inputs(self) -> list[str]:
+        """Inputs a caller must feed: a Data layer's label top is optional (zeros)."""
+        return [b for b, (n, p) in self.inputs.items() if p == 0 or self.types[n] == "Input"
+                or self.types[n] == "DummyData"]
+
+    def _feed(self, feeds: dict) -> None:
+        for name, arr in feeds.items():
+            if name not in self.inputs:
+                raise NetcError(f'"{name}" is not an input of this network (inputs: {", ".join(self.inputs)})')
+            view = self._view(self.inputs[name])
+            arr = np.asarray(arr)
+            if arr.shape != view.shape:
+                hint = (" (compile with batch=%d)" % arr.shape[0]) if arr.shape[1:] == view.shape[1:] else ""
+                raise NetcError(f'input "{name}" has shape {fmt_shape(arr.shape)}; this executable was '
+                                f"compiled for {fmt_shape(view.shape)}{hint}")
+            np.copyto(view, arr, casting="same_kind")
+        missing = [b for b in self.required_inputs if b not in feeds]
+        if missing:
+            raise NetcError(f"missing input(s): {', '.join(missing)}")
+        for b, key in self.inputs.items():
+            if b not in feeds:
+                self._view(key).fill(0)
+
+    def run(self, feeds: dict, blobs=()) -> dict:
+        """Inputs by blob name -> every network output, plus the blobs asked for."""
+        self._feed(feeds)
+        want: dict[str, list] = {}
+        for b in blobs:
+            n, p = self._key(b)
+            if n in self.program.hidden:
+                raise NetcError(f'blob "{b}" was fused into the step of a later layer and is never '
+                                f'materialized; compile with blobs=["{b}"] to keep it')
+            want.setdefault(n, []).append(b)
+        got = {}
+        if not want:
+            for fn in self.steps:
+                fn()
+        for n in self.order if want else ():
+            k = self.program.step_at.get(n)
+            if k is not None:
+                self.steps[k]()
+            for b in want.get(n, ()):
+                got[b] = self._view(self.blob_key[b]).copy()
+        for o in self.outputs:
+            got.setdefault(o, self._view(self.blob_key[o]).copy())
+        return got
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        req = self.required_inputs
+        if len(req) != 1:
+            raise NetcError(f"this network has {len(req)} inputs ({', '.join(req)}): use .run({{name: array}})")
+        if not self.outputs:
+            raise NetcError("this network has no output blob")
+        return self.run({req[0]: x})[self.outputs[-1]]
+
+    def profile(self, feeds: dict, repeat: int = 1) -> list[dict]:
+        """Per step: layers, type, seconds (median of `repeat` runs), flops of its layers."""
+        self._feed(feeds)
+        times = np.zeros((repeat, len(self.steps)))
+        for r in range(repeat):
+            for k, fn in enumerate(self.steps):
+                t0 = time.perf_counter()
+                fn()
+                times[r, k] = time.perf_counter() - t0
+        med = np.median(times, axis=0)
+        return [{"layers": s.layers, "name": s.layers[0], "type": s.type, "seconds": float(t),
+                 "flops": sum(self.flops[n] for n in s.layers)}
+                for s, t in zip(self.program.steps, med)]
