@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import networkx as nx
 
-from .errors import NetcError, did_you_mean
+from .errors import Loc, NetcError, did_you_mean
 from .layers import lookup
 from .spec import ModelSpec
 
@@ -81,7 +81,7 @@ def build_graph(spec: ModelSpec) -> nx.DiGraph:
         cycle = nx.find_cycle(g)
         raise NetcError(f"the graph has a cycle through {cycle[0][0]}", g.nodes[cycle[0][0]]["loc"])
     if not len(g):
-        raise NetcError("the model defines no layers", None)
+        raise NetcError("the model defines no layers", Loc(spec.path, 1, 1), source=spec.source)
     return g
 
 

@@ -6,6 +6,7 @@ names FILE:LINE:COL, shows the offending line with a caret, and suggests a near 
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 
 
@@ -31,13 +32,13 @@ class NetcError(Exception):
         self.hint = hint
 
     def render(self) -> str:
-        head = f"{self.loc}: error: {self.message}" if self.loc else f"error: {self.message}"
+        head = f"{self.loc}: error: {_visible(self.message)}" if self.loc else f"error: {_visible(self.message)}"
         lines = [head]
         text = self.source
         if text is None and self.loc is not None:
             text = _read_quietly(self.loc.file)
         if text is not None and self.loc is not None:
-            src_lines = text.splitlines()
+            src_lines = text.splitlines() or [""]  # an empty file still gets its caret
             if 1 <= self.loc.line <= len(src_lines):
                 line = src_lines[self.loc.line - 1].expandtabs(1)
                 if len(line) > 200:  # keep huge single-line files readable
@@ -46,7 +47,7 @@ class NetcError(Exception):
                     col = self.loc.column - start
                 else:
                     col = self.loc.column
-                lines.append(f"    {line}")
+                lines.append("    " + _CONTROL.sub("\ufffd", line))  # one char each: the caret stays put
                 lines.append("    " + " " * max(col - 1, 0) + "^")
         if self.hint:
             lines.append(f"  hint: {self.hint}")
@@ -63,6 +64,15 @@ class SoftShapeError(NetcError):
     def __init__(self, message, loc, fallback):
         super().__init__(message, loc)
         self.fallback = fallback
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _visible(text: str) -> str:
+    """Control characters from a model file (names, values) must not reach the terminal raw."""
+    return re.sub(r"[\x00-\x08\x0a-\x1f\x7f]", lambda m: {"\n": "\\n", "\r": "\\r"}.get(
+        m.group(), f"\\x{ord(m.group()):02x}"), text)
 
 
 def _read_quietly(path: str) -> str | None:

@@ -25,6 +25,7 @@ from .spec import LayerSpec, ModelSpec
 GRAMMAR = Path(__file__).resolve().parent.parent / "grammar" / "netc.lark"
 MAX_DEPTH = 64            # nested block calls
 MAX_LAYERS = 2_000_000    # after expansion: a guard against `repeat 10**9`
+MAX_NESTING = 100         # parse-tree depth: elaboration and `fmt` recurse over the tree
 
 
 @lru_cache(maxsize=1)
@@ -34,11 +35,28 @@ def parser() -> Lark:
 
 def parse_tree(text: str, path: str) -> Tree:
     try:
-        return parser().parse(text)
+        tree = parser().parse(text)
     except UnexpectedInput as e:
         raise syntax_error(e, text, path) from None
     except RecursionError:
         raise NetcError("the file nests too deeply to read", Loc(path, 1, 1), source=text) from None
+    _check_nesting(tree, text, path)
+    return tree
+
+
+def _check_nesting(tree: Tree, text: str, path: str) -> None:
+    """LALR parsing is iterative but everything after it recurses over the tree, so a file of
+    `[[[[...` or `1+1+...+1` would end in RecursionError: refuse it here, at the deep spot."""
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING:
+            pos = node if isinstance(node, Token) else node.meta
+            loc = Loc(path, getattr(pos, "line", None) or 1, getattr(pos, "column", None) or 1)
+            raise NetcError(f"brackets, blocks or operators nest more than {MAX_NESTING} levels deep",
+                            loc, source=text)
+        if isinstance(node, Tree):
+            stack.extend((c, depth + 1) for c in node.children if c is not None)
 
 
 @dataclass
@@ -69,6 +87,7 @@ class Elaborator:
         self.blocks: dict[str, Tree] = {}
         self.name = Path(path).stem
         self.used: set[str] = set()
+        self.idle = 0  # repeat passes that made no layer
         self.block_types: dict[str, str] = {}
 
     def loc(self, item) -> Loc:
@@ -141,11 +160,23 @@ class Elaborator:
         count = self.eval(count_expr, scope)
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
             raise self.error(f"repeat needs a non-negative integer count, got {_show(count)}", count_expr)
+        if count > MAX_LAYERS:
+            raise self.error(f"repeat count {count} is more than netc's limit of {MAX_LAYERS}", count_expr)
         saved = scope.env.get(str(var)) if var is not None else None
         for i in range(count):
             if var is not None:
                 scope.env[str(var)] = i
+            before = len(self.layers)
             current = self.stmts(body.children, scope, current)
+            made = len(self.layers) - before
+            if made and var is None and before + made * count > MAX_LAYERS:
+                # every pass of a plain `repeat` makes as many layers: fail now, not after millions
+                raise self.error(f"repeat {count} would expand to more than {MAX_LAYERS} layers", count_expr)
+            if not made:
+                self.idle += 1  # passes that make no layers cost time too: bound them
+                if self.idle > MAX_LAYERS:
+                    raise self.error(f"repeat loops run more than {MAX_LAYERS} times without making a layer",
+                                     count_expr)
         if var is not None:
             if saved is None:
                 scope.env.pop(str(var), None)

@@ -75,9 +75,32 @@ def parse_fields(text: str, path: str) -> list[Field]:
     p = parser()
     p.options.transformer.path = path
     try:
-        return p.parse(text)
+        fields = p.parse(text)
     except UnexpectedInput as e:
         raise syntax_error(e, text, path) from None
+    _check_nesting(text, path)
+    return fields
+
+
+MAX_NESTING = 100
+_NESTING_TOKENS = re.compile(r'"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'|#[^\n]*|[{}\[\]]')
+
+
+def _check_nesting(text: str, path: str) -> None:
+    """Parsing is iterative, but converting and comparing nested messages recurse: refuse
+    `a { a { a { ...` thousands deep with a located error instead of a RecursionError."""
+    depth = 0
+    for m in _NESTING_TOKENS.finditer(text):
+        c = m.group()
+        if c in "{[":
+            depth += 1
+            if depth > MAX_NESTING:
+                line = text.count("\n", 0, m.start()) + 1
+                col = m.start() - text.rfind("\n", 0, m.start())
+                raise NetcError(f"messages nest more than {MAX_NESTING} levels deep", Loc(path, line, col),
+                                source=text)
+        elif c in "}]":
+            depth -= 1
 
 
 def syntax_error(e: UnexpectedInput, text: str, path: str) -> NetcError:
@@ -88,11 +111,15 @@ def syntax_error(e: UnexpectedInput, text: str, path: str) -> NetcError:
         msg = "unexpected end of file (a '}' is missing?)"
     elif isinstance(e, UnexpectedCharacters):
         msg = f"unexpected character {text[e.pos_in_stream]!r}"
+        if text[e.pos_in_stream] in "\"'":
+            msg = "unterminated string (the closing quote is missing on this line)"
     else:
         tok = e.token
-        msg = f"unexpected {tok.type.lower() if tok.type.isupper() else ''} {str(tok)!r}".replace("  ", " ")
+        pretty = {"RBRACE": "'}'", "CLOSE": "'}'", "LBRACE": "'{'", "COLON": "':'", "NAME": "a field name",
+                  "$END": "end of file"}
+        kind = tok.type.lower() if tok.type.isupper() and tok.type not in pretty else ""
+        msg = f"unexpected {kind} {str(tok)!r}".replace("  ", " ")
         expected = sorted(getattr(e, "expected", ()) or ())
-        pretty = {"RBRACE": "'}'", "LBRACE": "'{'", "COLON": "':'", "NAME": "a field name"}
         if expected:
             msg += f"; expected {', '.join(pretty.get(x, x) for x in expected[:4])}"
     return NetcError(msg, Loc(path, line, col), source=text)

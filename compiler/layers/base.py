@@ -179,7 +179,8 @@ def register(cls):
 def lookup(type_name: str, loc: Loc) -> Layer:
     layer = _ALIASES.get(type_name) or _ALIASES.get(type_name.lower())
     if layer is None:
-        raise NetcError(f'unknown layer type "{type_name}"' + did_you_mean(type_name, list(REGISTRY)), loc)
+        hint = did_you_mean(type_name, list(REGISTRY)) or did_you_mean(type_name, list(_ALIASES))  # V1 enums
+        raise NetcError(f'unknown layer type "{type_name}"' + hint, loc)
     return layer
 
 
