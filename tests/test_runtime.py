@@ -13,7 +13,7 @@ from netc.compiler.errors import NetcError
 from netc.compiler.network import loads
 from netc.runtime import weights as wmod
 
-torch = pytest.importorskip("torch")
+import torch  # a pinned test dependency: a missing torch must fail, not skip
 F = torch.nn.functional
 REFS = "/work/shared/refs/caffe"
 

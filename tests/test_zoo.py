@@ -16,7 +16,7 @@ from netc.compiler.build import ir_signature
 from netc.compiler.netlang import format_source
 from netc.compiler.network import ZOO, loads, zoo_names
 
-torch = pytest.importorskip("torch")
+import torch  # a pinned test dependency: a missing torch must fail, not skip
 nn = torch.nn
 
 # name -> (params, MACs at batch 1, relative tolerance on MACs). Params: Caffe / torchvision
