@@ -80,15 +80,23 @@ class Scope:
         return f"{prefix}{k}"
 
 
+class _TooBig(NetcError):
+    """The layer count found by the counting pass: the one error that pass reports."""
+
+
 class Elaborator:
-    def __init__(self, text: str, path: str):
+    def __init__(self, text: str, path: str, counting: bool = False):
         self.text, self.path = text, path
+        self.counting = counting  # count layers only (see `precount`)
+        self.count = 0
         self.layers: list[LayerSpec] = []
         self.blocks: dict[str, Tree] = {}
         self.name = Path(path).stem
         self.used: set[str] = set()
         self.idle = 0  # repeat passes that made no layer
         self.block_types: dict[str, str] = {}
+        self.loops: list[_Loop] = []       # the repeats being walked, outermost first
+        self.invariants: dict[int, bool] = {}
 
     def loc(self, item) -> Loc:
         if isinstance(item, Token):
@@ -111,9 +119,33 @@ class Elaborator:
                 if str(name) in _ALIASES:
                     raise self.error(f'block "{name}" has the name of a layer type', name)
                 self.blocks[str(name)] = st
+        self.precount(tree)
         top = Scope("", None, None, {})
         self.stmts(tree.children, top, None, allow_defs=True)
         return ModelSpec(self.name, self.layers, self.path, self.text, "net", self.block_types)
+
+    def precount(self, tree: Tree) -> None:
+        """Count the layers before making any: a repeat whose passes are all alike counts one
+        pass times its count, so `repeat i in 100000 { repeat j in 100000 { ... } }` is refused
+        in milliseconds instead of after elaborating millions of layers. Any other error is left
+        to elaboration, which reports it where it meets it."""
+        counter = Elaborator(self.text, self.path, counting=True)
+        counter.blocks = self.blocks
+        try:
+            counter.stmts(tree.children, Scope("", None, None, {}), None, allow_defs=True)
+        except _TooBig:
+            raise
+        except Exception:  # noqa: BLE001 - the same code path raises it again while elaborating
+            pass
+
+    def size(self) -> int:
+        return self.count if self.counting else len(self.layers)
+
+    def check_count(self) -> None:
+        if self.count > MAX_LAYERS:
+            outer = self.loops[0]
+            raise _TooBig(f"repeat {outer.count} would expand to more than {MAX_LAYERS} layers "
+                          f"(at least {self.count:,})", self.loc(outer.expr), source=self.text)
 
     def stmts(self, items, scope: Scope, current: str | None, allow_defs=False) -> str | None:
         for st in items:
@@ -138,6 +170,9 @@ class Elaborator:
         return _unquote(tok) if tok.type == "STRING" else str(tok)
 
     def input_stmt(self, st, scope):
+        if self.counting:
+            self.count += 1
+            return None
         label_tree, shape_expr, *args = st.children
         name = scope.full(self.label(label_tree))
         shape = self.eval(shape_expr, scope)
@@ -162,21 +197,27 @@ class Elaborator:
             raise self.error(f"repeat needs a non-negative integer count, got {_show(count)}", count_expr)
         if count > MAX_LAYERS:
             raise self.error(f"repeat count {count} is more than netc's limit of {MAX_LAYERS}", count_expr)
+        frame = _Loop(count, count_expr, self.counting and self.invariant(st))
+        self.loops.append(frame)
         saved = scope.env.get(str(var)) if var is not None else None
-        for i in range(count):
-            if var is not None:
-                scope.env[str(var)] = i
-            before = len(self.layers)
-            current = self.stmts(body.children, scope, current)
-            made = len(self.layers) - before
-            if made and var is None and before + made * count > MAX_LAYERS:
-                # every pass of a plain `repeat` makes as many layers: fail now, not after millions
-                raise self.error(f"repeat {count} would expand to more than {MAX_LAYERS} layers", count_expr)
-            if not made:
-                self.idle += 1  # passes that make no layers cost time too: bound them
-                if self.idle > MAX_LAYERS:
-                    raise self.error(f"repeat loops run more than {MAX_LAYERS} times without making a layer",
-                                     count_expr)
+        passes = min(count, 1) if self.counting and frame.invariant else count
+        try:
+            for i in range(passes):
+                if var is not None:
+                    scope.env[str(var)] = i
+                start = self.size()
+                current = self.stmts(body.children, scope, current)
+                made = self.size() - start
+                if self.counting:
+                    self.count += made * (count - passes)  # the passes alike the first, uncounted
+                    self.check_count()
+                if not made:
+                    self.idle += 1  # passes that make no layers cost time too: bound them
+                    if self.idle > MAX_LAYERS:
+                        raise self.error(f"repeat loops run more than {MAX_LAYERS} times without making a layer",
+                                         count_expr)
+        finally:
+            self.loops.pop()
         if var is not None:
             if saved is None:
                 scope.env.pop(str(var), None)
@@ -184,11 +225,28 @@ class Elaborator:
                 scope.env[str(var)] = saved
         return current
 
+    def invariant(self, st) -> bool:
+        """Whether every pass of this repeat makes as many layers as the first: true unless its
+        variable reaches a repeat count or a block argument inside it (layer arguments such as
+        num_output=i change sizes, not the number of layers)."""
+        var = st.children[0]
+        if var is None:
+            return True
+        key = id(st)
+        if key not in self.invariants:
+            self.invariants[key] = not any(_mentions(e, str(var)) for e in _structural_exprs(st.children[2], self.blocks))
+        return self.invariants[key]
+
     def layer_stmt(self, st, scope: Scope, current):
         label_tree, callee, call_args, inputs, outputs = st.children
         label = self.label(label_tree) if label_tree is not None else None
         args = call_args.children if call_args is not None else []
         args = [a for a in args if a is not None]
+        if self.counting:  # no names to resolve: nothing is made
+            if str(callee) in self.blocks:
+                return self.call_block(self.blocks[str(callee)], args, label, scope, [], st)
+            self.count += 1
+            return current
         bottoms, bottom_locs = [], []
         if inputs is not None:
             for ref in inputs.children:
@@ -362,6 +420,29 @@ class Elaborator:
     def number(self, v, node):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise self.error(f"arithmetic needs numbers, got {_show(v)}", node)
+
+
+@dataclass
+class _Loop:
+    count: int
+    expr: Tree
+    invariant: bool
+
+
+def _structural_exprs(body: Tree, blocks: dict):
+    """Expressions in a repeat body that decide how many layers it makes: nested repeat counts
+    and block-call arguments."""
+    for node in body.iter_subtrees():
+        if node.data == "repeat_stmt":
+            yield node.children[1]
+        elif node.data == "layer_stmt" and str(node.children[1]) in blocks and node.children[2] is not None:
+            yield node.children[2]
+
+
+def _mentions(expr, name: str) -> bool:
+    if isinstance(expr, Token):
+        return expr.type == "NAME" and str(expr) == name
+    return any(isinstance(t, Token) and t.type == "NAME" and str(t) == name for t in expr.scan_values(lambda v: True))
 
 
 def _chain(scope):

@@ -1,13 +1,60 @@
 """Images -> a network's input blob, the way Caffe's DataTransformer prepares them: BGR channel
 order, resized (shorter side) and center-cropped, then (x - mean_value) * scale when the Data
-layer's transform_param says so."""
+layer's transform_param says so.
+
+Any mode becomes the model's channel count the way Caffe's OpenCV reader would: gray is
+replicated to three channels, alpha is dropped, palettes are expanded, 16-bit samples keep their
+high byte; a 1-channel model gets luminance. A file that is missing, not an image, truncated or
+a decompression bomb (more than Pillow's MAX_IMAGE_PIXELS: refused, never just warned about)
+is a NetcError naming the file.
+"""
 from __future__ import annotations
 
 import sys
+import warnings
 
 import numpy as np
 
 from ..compiler.errors import NetcError
+
+WIDE = {"I;16", "I;16L", "I;16B", "I;16N", "I"}   # integer samples above 8 bits
+
+
+def _eight_bit(img, Image):
+    """16-bit (and 32-bit integer) gray -> 8-bit by the high byte, as OpenCV's imread does;
+    Pillow's own convert would clip everything above 255 to white."""
+    a = np.asarray(img).astype(np.int64)
+    if a.size and (a.min() < 0 or a.max() > 65535):
+        raise ValueError(f"pixel values {a.min()}..{a.max()} do not fit 16 bits")
+    return Image.fromarray((a >> 8).astype(np.uint8), "L")
+
+
+def _read(path: str, channels: int):
+    """The decoded image in mode RGB (channels 3) or L (channels 1)."""
+    from PIL import Image
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(path)
+            img.load()
+        except FileNotFoundError:
+            raise NetcError(f"cannot read image {path}: no such file") from None
+        except IsADirectoryError:
+            raise NetcError(f"cannot read image {path}: it is a directory") from None
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+            raise NetcError(f"refusing image {path}: {e}") from None
+        except (OSError, ValueError, SyntaxError) as e:   # unidentified, truncated, corrupt
+            raise NetcError(f"cannot read image {path}: {e}") from None
+    try:
+        if img.mode in WIDE:
+            img = _eight_bit(img, Image)
+        elif img.mode == "F":
+            raise ValueError("floating-point pixels have no fixed range; give the input as .npy")
+        elif img.mode in ("P", "PA"):
+            img = img.convert("RGBA")  # palette (with or without transparency) -> colors
+        return img.convert("RGB" if channels == 3 else "L")
+    except ValueError as e:
+        raise NetcError(f"cannot use image {path} (mode {img.mode}): {e}") from None
 
 
 def load_images(paths: list[str], shape: tuple, attrs: dict) -> np.ndarray:
@@ -26,11 +73,7 @@ def load_images(paths: list[str], shape: tuple, attrs: dict) -> np.ndarray:
     scale = attrs.get("scale") or 1.0
     out = np.empty((len(paths), c, h, w), np.float32)
     for k, path in enumerate(paths):
-        try:
-            img = Image.open(path)
-            img = img.convert("RGB" if c == 3 else "L")
-        except (OSError, ValueError) as e:
-            raise NetcError(f"cannot read image {path}: {e}") from None
+        img = _read(path, c)
         side = max(h, w)
         r = side / min(img.size)
         img = img.resize((max(w, round(img.size[0] * r)), max(h, round(img.size[1] * r))), Image.BILINEAR)

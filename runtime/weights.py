@@ -7,6 +7,7 @@ is an error that names the key and the shape expected, never a silent broadcast.
 """
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import networkx as nx
@@ -44,7 +45,7 @@ def load(g: nx.DiGraph, source) -> dict[str, np.ndarray]:
         try:
             with np.load(source, allow_pickle=False) as z:
                 raw = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:   # missing, pickled, damaged
             raise NetcError(f"cannot read weights {source}: {e}") from None
     elif isinstance(source, dict):
         raw = dict(source)

@@ -18,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from netc.cli import main
@@ -281,3 +282,122 @@ def test_control_characters_in_names_are_not_echoed_raw(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "\x1b" not in err and "\x07" not in err
     assert err.startswith(f'{path}:2:9: error: unknown name "x\\x1b[2J\\x07"')
+
+
+# ---- hostile names through `netc run` and `netc build --target cpu` ----------------------------
+RUN_NAMES = ['q"uote', "new\nline", '__import__("os").system("touch PWNED")', "{x}", "f{x!r}{{y}}",
+             '"""', "#hash", "back\\slash", "ünï €", "a-b", "a+b", "a b", "'''; import os #", "}{"]
+
+
+def runnable_prototxt(names: list[str], net_name: str) -> str:
+    """conv -> BN -> Scale -> ReLU (fused into the conv), two convs summed, concat, pool, fc,
+    softmax: layer names are names[0..], blob names are names[k] + "/out" (or the names again)."""
+    L = names
+    B = [n + "/out" for n in names]
+    q = _quote
+    return "\n".join([
+        f"name: {q(net_name)}", f"input: {q(L[0])}", "input_shape { dim: 1 dim: 3 dim: 12 dim: 12 }",
+        f"layer {{ name: {q(L[1])} type: 'Convolution' bottom: {q(L[0])} top: {q(B[1])} "
+        "convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }",
+        f"layer {{ name: {q(L[2])} type: 'BatchNorm' bottom: {q(B[1])} top: {q(B[1])} }}",
+        f"layer {{ name: {q(L[3])} type: 'Scale' bottom: {q(B[1])} top: {q(B[1])} scale_param {{ bias_term: true }} }}",
+        f"layer {{ name: {q(L[4])} type: 'ReLU' bottom: {q(B[1])} top: {q(B[1])} }}",
+        f"layer {{ name: {q(L[9])} type: 'Convolution' bottom: {q(B[1])} top: {q(B[9])} "
+        "convolution_param { num_output: 4 kernel_size: 1 } }",
+        f"layer {{ name: {q(L[10])} type: 'Convolution' bottom: {q(B[1])} top: {q(B[10])} "
+        "convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }",
+        f"layer {{ name: {q(L[11])} type: 'Eltwise' bottom: {q(B[9])} bottom: {q(B[10])} top: {q(L[3])} }}",
+        f"layer {{ name: {q(L[5])} type: 'Concat' bottom: {q(L[3])} bottom: {q(B[1])} top: {q(B[5])} }}",
+        f"layer {{ name: {q(L[6])} type: 'Pooling' bottom: {q(B[5])} top: {q(B[6])} "
+        "pooling_param { pool: MAX kernel_size: 2 stride: 2 } }",
+        f"layer {{ name: {q(L[7])} type: 'InnerProduct' bottom: {q(B[6])} top: {q(B[7])} "
+        "inner_product_param { num_output: 10 } }",
+        f"layer {{ name: {q(L[8])} type: 'Softmax' bottom: {q(B[7])} top: {q(L[12])} }}",
+        f"layer {{ name: {q(L[13])} type: 'Sigmoid' bottom: {q(L[12])} top: {q(B[13])} }}",
+    ]) + "\n"
+
+
+PLAIN_NAMES = [f"l{k}" for k in range(len(RUN_NAMES))]
+
+
+def _code_tokens(src: str) -> list[tuple[int, str]]:
+    """The generated module as tokens, identifiers blanked: two builds of one topology must
+    match exactly in every string, number, operator and comment."""
+    import tokenize
+    toks = tokenize.generate_tokens(io.StringIO(src).readline)
+    return [(t.type, "NAME" if t.type == tokenize.NAME else t.string) for t in toks]
+
+
+@pytest.fixture(scope="module")
+def hostile_pair(tmp_path_factory):
+    d = tmp_path_factory.mktemp("hostile_run")
+    hostile = d / "hostile.prototxt"
+    plain = d / "plain.prototxt"
+    hostile.write_text(runnable_prototxt(RUN_NAMES, 'n"et{x}\n__import__("os")'), encoding="utf-8")
+    plain.write_text(runnable_prototxt(PLAIN_NAMES, "plain"), encoding="utf-8")
+    return d, hostile, plain
+
+
+def test_hostile_names_run_and_give_the_same_bits(hostile_pair, capsys, monkeypatch):
+    """`netc run` on a network whose every layer and blob name is hostile gives bit for bit the
+    output of the same network with plain names (same seed -> same weights and input), also
+    for an intermediate blob asked for by its hostile name; nothing a name says runs."""
+    d, hostile, plain = hostile_pair
+    monkeypatch.chdir(d)
+    assert main(["run", str(plain), "--output", str(d / "plain.npy"),
+                 "--blobs", "l3", "-o", str(d / "plain_blobs.npz")]) == 0
+    blob = RUN_NAMES[3]  # "{x}": the eltwise output, kept although the next layer could fuse it
+    assert main(["run", str(hostile), "--output", str(d / "hostile.npy"),
+                 "--blobs", blob, "-o", str(d / "hostile_blobs.npz")]) == 0
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err
+    assert out.out.splitlines()[1].startswith(RUN_NAMES[13] + "/out: [1, 10]")
+    a, b = np.load(d / "plain.npy"), np.load(d / "hostile.npy")
+    assert a.shape == (1, 10) and a.dtype == np.float32 and np.all((a > 0.5) & (a < 1))
+    assert a.tobytes() == b.tobytes()
+    with np.load(d / "plain_blobs.npz") as p, np.load(d / "hostile_blobs.npz") as h:
+        assert list(h.files) == [blob]
+        assert p["l3"].shape == (1, 4, 12, 12) and p["l3"].tobytes() == h[blob].tobytes()
+    assert not (d / "PWNED").exists()
+
+
+def test_hostile_names_never_reach_generated_source(hostile_pair, capsys):
+    """`netc build --target cpu`: the module differs from the plain-named build only in
+    identifiers (every string, comment and number identical), identifiers are plain ASCII,
+    names that sanitize alike stay distinct, and no hostile name appears anywhere."""
+    import ast
+    d, hostile, plain = hostile_pair
+    assert main(["build", str(hostile), "--target", "cpu", "-o", str(d / "bh")]) == 0
+    assert main(["build", str(plain), "--target", "cpu", "-o", str(d / "bp")]) == 0
+    capsys.readouterr()
+    [fh], [fp] = list((d / "bh").glob("*.py")), list((d / "bp").glob("*.py"))
+    assert re.fullmatch(r"net_[0-9A-Za-z_]+\.py", fh.name)
+    src, ref = fh.read_text(encoding="utf-8"), fp.read_text(encoding="utf-8")
+    assert _code_tokens(src) == _code_tokens(ref)
+    for name in RUN_NAMES:
+        if name not in ref:  # '"""' is also in the fixed docstring of every build
+            assert name not in src, name
+    tree = ast.parse(src)
+    idents = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | \
+        {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    assert all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", i) for i in idents)
+    make = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "make")
+    steps = [n.name for n in make.body if isinstance(n, ast.FunctionDef)]
+    assert len(steps) >= 9 and len(steps) == len(set(steps)), steps
+    assert {"a_b", "a_b_2", "a_b_3"} <= {s.split("_", 1)[1] for s in steps}, steps  # a-b, a+b, a b
+    assert not (d / "PWNED").exists()
+
+
+def test_hostile_names_real_cli(hostile_pair):
+    """The same through a real `python -m netc` process: exit 0, no traceback, same bits."""
+    d, hostile, plain = hostile_pair
+    if not (d / "plain.npy").exists():
+        assert main(["run", str(plain), "--output", str(d / "plain.npy")]) == 0
+    r = subprocess.run([sys.executable, "-m", "netc", "run", str(hostile), "--output", str(d / "sub.npy")],
+                       capture_output=True, text=True, timeout=300, cwd=d)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert np.load(d / "sub.npy").tobytes() == np.load(d / "plain.npy").tobytes()
+    r = subprocess.run([sys.executable, "-m", "netc", "build", str(hostile), "--target", "cpu", "-o",
+                        str(d / "sub_build")], capture_output=True, text=True, timeout=300, cwd=d)
+    assert r.returncode == 0 and r.stdout.startswith("wrote "), r.stderr
+    assert not (d / "PWNED").exists()
