@@ -1,0 +1,475 @@
+"""GEMM-shaped kernels for the CUDA target: convolution as an implicit GEMM and InnerProduct.
+
+Each generator returns the Python source of ONE numba-cuda kernel `NAME(A, P)` (A = activation
+arena, P = parameter buffer, both float32 1-D): shapes, strides, offsets, the tile and the fused
+epilogue are literals in the source, so NVVM sees straight-line constant index math.
+
+The GEMM is C[m, n] = sum_k A_op[k, m] * B_op[k, n] on a block tile BM x BN, stepping K by SK*BK
+through two shared-memory tiles; each thread owns TM x TN outputs (rows ty + i*NTY, columns
+tx + j*NTX, so shared reads and global stores of a warp are consecutive) and prefetches the next
+k-tile into registers while it multiplies the current one. Small tiles (few output tiles, long K:
+7x7 maps, fc at batch 32) split each k-tile among SK thread groups whose partial sums are added
+in shared memory at the end (slice-K), keeping 4x4 outputs per thread. Convolution: m = output channel
+within a group, n = (image, oh, ow), k = (c, kh, kw), the group is grid z; the B tile is
+gathered straight from the NCHW input (implicit im2col, no buffer in global memory).
+InnerProduct: m = row of x, n = output feature. At R <= GEMV_MAX_ROWS the product is a
+memory-bound GEMV and gets its own kernel: one warp per output, W read once with coalesced loads.
+
+Index math is int32 (uint32 for divisions and the final address), constants float32: the
+int64/float64 defaults of numba cost wraparound checks and f64 instructions (KERNELS.md).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import NetcError
+
+KERNEL_HEADER = "import math\nfrom numba import cuda, float32, int32, uint32\n"
+SIG = "void(float32[::1], float32[::1])"   # what every kernel is launched with
+# Lazy (no signature): importing a module of kernels compiles nothing and needs no GPU; the first
+# launch compiles for (float32[::1], float32[::1]); cache=True when imported from a real file.
+DECORATOR = "@cuda.jit(cache=True)"
+SMS = 132                # H100 SXM streaming multiprocessors: a grid smaller than this idles the GPU
+GEMV_MAX_ROWS = 8        # InnerProduct rows up to which the GEMV kernel beats a tiled GEMM
+GEMV_WARPS = 8           # outputs (one per warp) per GEMV block
+INDEX_LIMIT = 2 ** 31    # int32 index math
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """One Convolution layer, Caffe semantics, NCHW float32."""
+    N: int
+    C: int
+    H: int
+    W: int
+    CO: int
+    OH: int
+    OW: int
+    KH: int
+    KW: int
+    SH: int
+    SW: int
+    PH: int
+    PW: int
+    DH: int
+    DW: int
+    G: int
+
+
+@dataclass
+class KernelSource:
+    name: str
+    source: str
+    grid: tuple
+    block: tuple
+    shared_bytes: int
+
+
+@dataclass(frozen=True)
+class Tile:
+    BM: int
+    BN: int
+    BK: int
+    TM: int
+    TN: int
+    SK: int = 1      # slice-K: SK groups of threads share the output tile, each takes BK of the
+                     # SK*BK rows of every k step; partial sums meet in shared memory at the end
+
+    @property
+    def slice_threads(self) -> int:
+        return (self.BM // self.TM) * (self.BN // self.TN)
+
+    @property
+    def threads(self) -> int:
+        return self.slice_threads * self.SK
+
+    @property
+    def KT(self) -> int:
+        """k rows per shared tile (per step of the k loop)."""
+        return self.BK * self.SK
+
+    @property
+    def shared_bytes(self) -> int:
+        return 4 * (self.KT * (self.BM + self.BN) + (self.SK - 1) * self.BM * self.BN)
+
+
+# Largest first, 256 threads each (so any register count ptxas picks, <= 255, can launch).
+# choose_tile takes the largest whose grid still fills the GPU. The small tiles split K inside
+# the block to keep 4x4 outputs per thread: late layers (7x7 maps) have few tiles and long K.
+TILES = [Tile(128, 128, 8, 8, 8), Tile(128, 64, 8, 8, 4), Tile(64, 128, 8, 4, 8), Tile(64, 64, 8, 4, 4),
+         Tile(32, 64, 8, 4, 4, 2), Tile(64, 32, 8, 4, 4, 2), Tile(32, 32, 8, 4, 4, 4), Tile(16, 16, 8, 2, 2, 4)]
+MAX_THREADS = 256
+
+
+def _log2(x: int) -> int:
+    if x <= 0 or x & (x - 1):
+        raise NetcError(f"tile size {x} is not a power of two")
+    return x.bit_length() - 1
+
+
+def check_tile(t: Tile) -> Tile:
+    for v in (t.BM, t.BN, t.BK, t.TM, t.TN, t.SK):
+        _log2(v)
+    if t.TM > t.BM or t.TN > t.BN or t.threads > MAX_THREADS or t.threads < t.KT:
+        raise NetcError(f"bad GEMM tile {t} (at most {MAX_THREADS} threads, at least SK*BK)")
+    if t.SK > 1 and t.slice_threads % 32:
+        raise NetcError(f"tile {t}: a k-slice must be whole warps")
+    if (t.KT * t.BM) % t.threads or (t.KT * t.BN) % t.threads:
+        raise NetcError(f"tile {t}: SK*BK*BM and SK*BK*BN must be multiples of the thread count")
+    if t.shared_bytes >= 48 * 1024:
+        raise NetcError(f"tile {t} needs more than 48 KB of static shared memory")
+    return t
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def choose_tile(M: int, N: int, groups: int = 1) -> Tile:
+    """The largest tile that still gives >= SMS blocks, not wider than the problem; else the one
+    with the most blocks (small problems: late ResNet layers, fc at batch 32)."""
+    fits = [t for t in TILES if t.BM <= max(32, 1 << (M - 1).bit_length())
+            and t.BN <= max(32, 1 << (N - 1).bit_length())]
+    fits = fits or TILES[-1:]
+    for t in fits:
+        if _cdiv(M, t.BM) * _cdiv(N, t.BN) * groups >= SMS:
+            return t
+    return max(fits, key=lambda t: (_cdiv(M, t.BM) * _cdiv(N, t.BN), -t.BM * t.BN))
+
+
+def _as_tile(tile) -> Tile | None:
+    if tile is None or isinstance(tile, Tile):
+        return tile
+    return Tile(*tile)
+
+
+# ---- operand loaders -------------------------------------------------------------------------
+# Each thread fetches `n` elements ("slots") of every KT x BX shared tile (X = M or N); _Slots.pos
+# says where slot s sits in the tile. A loader emits
+#   setup(): lines run once per thread (the column decode, hoisted out of the k loop),
+#   load(s, k0): lines that set the register {tag}r{s} from global memory for the tile at row k0.
+
+class _Slots:
+    """Which (kk, x) of a BK x BX tile each of T threads fetches in each of its slots.
+    x-fast: consecutive threads take consecutive x (coalesced when x is contiguous in memory);
+    k-fast: consecutive threads take consecutive k."""
+
+    def __init__(self, T: int, BK: int, BX: int, kfast: bool):
+        self.n = BK * BX // T
+        self.kfast = kfast
+        self.T, self.BK, self.BX = T, BK, BX
+
+    def pos(self, s: int) -> tuple[str, str]:
+        T, BK, BX = self.T, self.BK, self.BX
+        if self.kfast:
+            return f"(tid & {BK - 1})", f"((tid >> {_log2(BK)}) + {s * (T // BK)})"
+        if T >= BX:
+            return f"((tid >> {_log2(BX)}) + {s * (T // BX)})", f"(tid & {BX - 1})"
+        return f"{(s * T) // BX}", f"(tid + {(s * T) % BX})"
+
+
+class _DenseLoader:
+    """Operand stored as a dense matrix: element (k, x) at BUF[base + x*xs + k*ks]."""
+
+    def __init__(self, tag, slots: _Slots, buf: str, base: str, xs: int, ks: int, X: int, K: int, x0: str):
+        self.tag, self.slots, self.buf, self.base = tag, slots, buf, base
+        self.xs, self.ks, self.X, self.K, self.x0 = xs, ks, X, K, x0
+
+    def setup(self) -> list[str]:
+        lines = []
+        cols = {}
+        for s in range(self.slots.n):
+            kk, x = self.slots.pos(s)
+            if x not in cols:
+                cols[x] = len(cols)
+                c = f"{self.tag}x{cols[x]}"
+                lines.append(f"{c} = int32({self.x0} + {x})")
+                lines.append(f"{c}v = {c} < {self.X}")
+                lines.append(f"{c}b = int32({self.base} + {c} * {self.xs})")
+            lines.append(f"{self.tag}k{s} = int32({kk})")
+        self.cols = cols
+        return lines
+
+    def load(self, s: int, k0: str) -> list[str]:
+        kk, x = self.slots.pos(s)
+        c = f"{self.tag}x{self.cols[x]}"
+        r = f"{self.tag}r{s}"
+        k = f"int32({k0} + {self.tag}k{s})"
+        cond = f"{c}v" + ("" if self.K % self.slots.BK == 0 else f" and {k} < {self.K}")
+        return [f"{r} = float32(0.0)",
+                f"if {cond}:",
+                f"    {r} = {self.buf}[uint32({c}b + {k} * {self.ks})]"]
+
+
+class _Im2colLoader:
+    """The B operand of a convolution gathered from the NCHW input: column n = (image, oh, ow),
+    row k = (c, kh, kw) of the group given by grid z; zero outside the padded input."""
+
+    tag = "b"
+
+    def __init__(self, slots: _Slots, g: ConvGeometry, x_off: int):
+        self.slots, self.g, self.x_off = slots, g, x_off
+
+    def setup(self) -> list[str]:
+        g = self.g
+        hw, ohw = g.H * g.W, g.OH * g.OW
+        cg = g.C // g.G
+        lines, cols = [], {}
+        for s in range(self.slots.n):
+            kk, x = self.slots.pos(s)
+            if x not in cols:
+                cols[x] = len(cols)
+                c = f"bx{cols[x]}"
+                lines += [f"{c} = int32(n0 + {x})",
+                          f"{c}v = {c} < {g.N * ohw}",
+                          f"{c}n = int32(uint32({c}) // uint32({ohw}))",
+                          f"{c}q = int32({c} - {c}n * {ohw})",
+                          f"{c}oh = int32(uint32({c}q) // uint32({g.OW}))",
+                          f"{c}ih = int32({c}oh * {g.SH} - {g.PH})",
+                          f"{c}iw = int32(({c}q - {c}oh * {g.OW}) * {g.SW} - {g.PW})",
+                          f"{c}b = int32({self.x_off} + {c}n * {g.C * hw} + bz * {cg * hw})"]
+                if g.KH == 1 and g.KW == 1:   # the window is one pixel: its test is per column
+                    if g.PH or g.PW:
+                        lines.append(f"{c}v = {c}v and {c}ih >= 0 and {c}ih < {g.H} and "
+                                     f"{c}iw >= 0 and {c}iw < {g.W}")
+                    lines.append(f"{c}b = int32({c}b + {c}ih * {g.W} + {c}iw)")
+            lines.append(f"bk{s} = int32({kk})")
+        self.cols = cols
+        return lines
+
+    def load(self, s: int, k0: str) -> list[str]:
+        g = self.g
+        hw, khw = g.H * g.W, g.KH * g.KW
+        K = (g.C // g.G) * khw
+        _, x = self.slots.pos(s)
+        c = f"bx{self.cols[x]}"
+        r = f"br{s}"
+        lines = [f"{r} = float32(0.0)", f"k = int32({k0} + bk{s})"]
+        cond = [f"{c}v"] + ([] if K % self.slots.BK == 0 else [f"k < {K}"])
+        if khw == 1:
+            lines += [f"if {' and '.join(cond)}:", f"    {r} = A[uint32({c}b + k * {hw})]"]
+            return lines
+        lines += [f"ci = int32(uint32(k) // uint32({khw}))",
+                  f"kr = int32(k - ci * {khw})",
+                  f"kh = int32(uint32(kr) // uint32({g.KW}))",
+                  f"ih = int32({c}ih + kh * {g.DH})",
+                  f"iw = int32({c}iw + (kr - kh * {g.KW}) * {g.DW})"]
+        if g.PH:
+            cond += ["ih >= 0", f"ih < {g.H}"]
+        if g.PW:
+            cond += ["iw >= 0", f"iw < {g.W}"]
+        lines += [f"if {' and '.join(cond)}:", f"    {r} = A[uint32({c}b + ci * {hw} + ih * {g.W} + iw)]"]
+        return lines
+
+
+# ---- the tiled GEMM ----------------------------------------------------------------------------
+
+def _indent(lines: list[str], n: int) -> list[str]:
+    return [" " * n + l for l in lines]
+
+
+def _gemm_source(name: str, t: Tile, K: int, a_load, b_load, store: list[str]) -> str:
+    """Kernel text: prologue, the k loop with register prefetch, the slice-K reduction, then
+    `store` per output (m, n int32 and the sum `v` ready; it must bounds-check m and n)."""
+    NTX, NTY = t.BN // t.TN, t.BM // t.TM
+    nkt = _cdiv(K, t.KT)
+    L = [DECORATOR, f"def {name}(A, P):",
+         f"    As = cuda.shared.array(({t.KT}, {t.BM}), float32)",
+         f"    Bs = cuda.shared.array(({t.KT}, {t.BN}), float32)"]
+    if t.SK > 1:
+        L.append(f"    red = cuda.shared.array({(t.SK - 1) * t.BM * t.BN}, float32)")
+    L += [f"    acc = cuda.local.array(({t.TM}, {t.TN}), float32)",
+          f"    a = cuda.local.array({t.TM}, float32)",
+          f"    b = cuda.local.array({t.TN}, float32)",
+          "    tid = int32(cuda.threadIdx.x)",
+          f"    tx = int32(tid & {NTX - 1})",
+          f"    ty = int32((tid >> {_log2(NTX)}) & {NTY - 1})",
+          f"    ks = int32(tid >> {_log2(t.slice_threads)})" if t.SK > 1 else "    ks = int32(0)",
+          f"    kb = int32(ks * {t.BK})",
+          f"    n0 = int32(int32(cuda.blockIdx.x) * {t.BN})",
+          f"    m0 = int32(int32(cuda.blockIdx.y) * {t.BM})",
+          "    bz = int32(cuda.blockIdx.z)",
+          f"    for i in range({t.TM}):",
+          f"        for j in range({t.TN}):",
+          "            acc[i, j] = float32(0.0)"]
+    L += _indent(a_load.setup() + b_load.setup(), 4)
+
+    def fetch(k0):
+        out = []
+        for s in range(a_load.slots.n):
+            out += a_load.load(s, k0)
+        for s in range(b_load.slots.n):
+            out += b_load.load(s, k0)
+        return out
+
+    def put():
+        out = []
+        for ld, arr in ((a_load, "As"), (b_load, "Bs")):
+            for s in range(ld.slots.n):
+                kk, x = ld.slots.pos(s)
+                out.append(f"{arr}[{kk}, {x}] = {ld.tag}r{s}")
+        return out
+
+    L += _indent(fetch("0") + put() + ["cuda.syncthreads()"], 4)
+    L.append(f"    for kt in range({nkt}):")
+    L.append(f"        if kt < {nkt - 1}:")
+    L += _indent(fetch(f"(kt + 1) * {t.KT}"), 12)
+    for kk in range(t.BK):
+        row = f"kb + {kk}" if t.SK > 1 else f"{kk}"
+        L += _indent([f"for i in range({t.TM}):",
+                      f"    a[i] = As[{row}, ty + i * {NTY}]",
+                      f"for j in range({t.TN}):",
+                      f"    b[j] = Bs[{row}, tx + j * {NTX}]",
+                      f"for i in range({t.TM}):",
+                      f"    for j in range({t.TN}):",
+                      "        acc[i, j] += a[i] * b[j]"], 8)
+    L += _indent(["cuda.syncthreads()", f"if kt < {nkt - 1}:"], 8)
+    L += _indent(put(), 12)
+    L += _indent(["cuda.syncthreads()"], 8)
+    if t.SK > 1:
+        cell = f"(ty + i * {NTY}) * {t.BN} + tx + j * {NTX}"
+        L += _indent(["if ks > 0:",
+                      f"    for i in range({t.TM}):",
+                      f"        for j in range({t.TN}):",
+                      f"            red[(ks - 1) * {t.BM * t.BN} + {cell}] = acc[i, j]",
+                      "cuda.syncthreads()",
+                      "if ks == 0:",
+                      f"    for i in range({t.TM}):",
+                      f"        for j in range({t.TN}):",
+                      f"            for r in range({t.SK - 1}):",
+                      f"                acc[i, j] += red[r * {t.BM * t.BN} + {cell}]"], 4)
+    epi = [f"for j in range({t.TN}):",
+           f"    n = int32(n0 + tx + j * {NTX})",
+           f"    for i in range({t.TM}):",
+           f"        m = int32(m0 + ty + i * {NTY})",
+           "        v = acc[i, j]",
+           *_indent(store, 8)]
+    L += _indent(["if ks == 0:", *_indent(epi, 4)] if t.SK > 1 else epi, 4)   # slice 0 holds the sums
+    return "\n".join(L) + "\n"
+
+
+def _epilogue(bias_index: str, out_index: str, epilogue: list[str]) -> list[str]:
+    return [f"v = v + P[uint32({bias_index})]", *epilogue, f"A[uint32({out_index})] = v"]
+
+
+def _check_index(*extents: int) -> None:
+    if max(extents) >= INDEX_LIMIT:
+        raise NetcError(f"a buffer offset of {max(extents)} floats is past the int32 index range of the CUDA kernels")
+
+
+def _check_epilogue(name: str, epilogue) -> list[str]:
+    """The kernel name must be an identifier (callers pass sanitized names); epilogue lines are
+    single statements that read and assign only the float32 local `v`."""
+    if not name.isidentifier():
+        raise NetcError(f"kernel name {name!r} is not an identifier")
+    lines = list(epilogue)
+    for l in lines:
+        if "\n" in l:
+            raise NetcError("epilogue lines must be single statements")
+    return lines
+
+
+def conv_kernel(name: str, geom: ConvGeometry, x_off: int, w_off: int, b_off: int, y_off: int,
+                epilogue: list[str], tile=None) -> KernelSource:
+    """y = conv(x) + bias, then `epilogue` (statements on float32 `v`), as an implicit GEMM."""
+    g = geom
+    if g.G < 1 or g.C % g.G or g.CO % g.G:
+        raise NetcError(f"group {g.G} does not divide channels {g.C} -> {g.CO}")
+    oh = (g.H + 2 * g.PH - (g.DH * (g.KH - 1) + 1)) // g.SH + 1
+    ow = (g.W + 2 * g.PW - (g.DW * (g.KW - 1) + 1)) // g.SW + 1
+    if (g.OH, g.OW) != (oh, ow) or min(g.N, g.C, g.H, g.W, g.CO, g.OH, g.OW, g.SH, g.SW, g.DH, g.DW) < 1 \
+            or min(g.PH, g.PW) < 0:
+        raise NetcError(f"inconsistent convolution geometry {g} (Caffe gives output {oh}x{ow})")
+    M, N, K = g.CO // g.G, g.N * g.OH * g.OW, (g.C // g.G) * g.KH * g.KW
+    _check_index(x_off + g.N * g.C * g.H * g.W, y_off + g.N * g.CO * g.OH * g.OW,
+                 w_off + g.CO * K, b_off + g.CO)
+    t = check_tile(_as_tile(tile) or choose_tile(M, N, g.G))
+    T = t.threads
+    a = _DenseLoader("a", _Slots(T, t.KT, t.BM, kfast=False), "P", f"{w_off} + bz * {K * M}", 1, M, M, K, "m0")
+    b = _Im2colLoader(_Slots(T, t.KT, t.BN, kfast=False), g, x_off)
+    ohw = g.OH * g.OW
+    store = [f"if m < {M} and n < {N}:",
+             f"    co = int32(bz * {M} + m)",
+             f"    ni = int32(uint32(n) // uint32({ohw}))",
+             *_indent(_epilogue(f"{b_off} + co",
+                                f"{y_off} + ni * {g.CO * ohw} + co * {ohw} + (n - ni * {ohw})",
+                                _check_epilogue(name, epilogue)), 4)]
+    src = _gemm_source(name, t, K, a, b, store)
+    return KernelSource(name, src, (_cdiv(N, t.BN), _cdiv(M, t.BM), g.G), (T, 1, 1), t.shared_bytes)
+
+
+def pack_conv_weights(weight_oihw: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """[CO, C/G, KH, KW] -> [G, K, CO/G] (k = (c, kh, kw)): the A tile's rows are contiguous."""
+    g = geom
+    w = np.asarray(weight_oihw, dtype=np.float32)
+    K = (g.C // g.G) * g.KH * g.KW
+    if w.shape != (g.CO, g.C // g.G, g.KH, g.KW):
+        raise NetcError(f"convolution weight has shape {w.shape}, expected {(g.CO, g.C // g.G, g.KH, g.KW)}")
+    return np.ascontiguousarray(w.reshape(g.G, g.CO // g.G, K).transpose(0, 2, 1)).reshape(-1)
+
+
+def fc_kernel(name: str, R: int, K: int, O: int, x_off: int, w_off: int, b_off: int, y_off: int,
+              epilogue: list[str], tile=None) -> KernelSource:
+    """y[R, O] = x[R, K] @ W[O, K].T + b, then `epilogue`. A GEMV kernel for few rows."""
+    _check_index(x_off + R * K, y_off + R * O, w_off + O * K, b_off + O)
+    epilogue = _check_epilogue(name, epilogue)
+    if R <= GEMV_MAX_ROWS and tile is None:
+        return _gemv_kernel(name, R, K, O, x_off, w_off, b_off, y_off, epilogue)
+    t = check_tile(_as_tile(tile) or choose_tile(R, O))
+    T = t.threads
+    a = _DenseLoader("a", _Slots(T, t.KT, t.BM, kfast=True), "A", str(x_off), K, 1, R, K, "m0")
+    b = _DenseLoader("b", _Slots(T, t.KT, t.BN, kfast=True), "P", str(w_off), K, 1, O, K, "n0")
+    store = [f"if m < {R} and n < {O}:",
+             *_indent(_epilogue(f"{b_off} + n", f"{y_off} + m * {O} + n", epilogue), 4)]
+    src = _gemm_source(name, t, K, a, b, store)
+    return KernelSource(name, src, (_cdiv(O, t.BN), _cdiv(R, t.BM), 1), (T, 1, 1), t.shared_bytes)
+
+
+def _gemv_kernel(name, R, K, O, x_off, w_off, b_off, y_off, epilogue) -> KernelSource:
+    """One warp per output o: lanes stride over W[o, :] (coalesced, each weight read once) keeping
+    R partial sums; partials meet in shared memory (no warp shuffles: the simulator lacks them)
+    and lane r adds up row r."""
+    U = 4                       # independent loads in flight per lane
+    step = 32 * U
+    L = [DECORATOR, f"def {name}(A, P):",
+         f"    red = cuda.shared.array(({GEMV_WARPS * R}, 33), float32)",
+         "    tid = int32(cuda.threadIdx.x)",
+         "    lane = int32(tid & 31)",
+         "    warp = int32(tid >> 5)",
+         f"    o = int32(int32(cuda.blockIdx.x) * {GEMV_WARPS} + warp)",
+         *[f"    s{r} = float32(0.0)" for r in range(R)],
+         f"    if o < {O}:",
+         f"        wb = int32({w_off} + o * {K} + lane)",
+         f"        for it in range({K // step}):",
+         f"            k = int32(it * {step})"]
+    for u in range(U):
+        L.append(f"            w{u} = P[uint32(wb + k + {32 * u})]")
+    for u in range(U):
+        for r in range(R):
+            L.append(f"            s{r} += w{u} * A[uint32({x_off + r * K + 32 * u} + lane + k)]")
+    rest = K - (K // step) * step
+    if rest:
+        L += [f"        for u in range({_cdiv(rest, 32)}):",
+              f"            k = int32({K - rest} + u * 32 + lane)",
+              f"            if k < {K}:",
+              f"                w = P[uint32({w_off} + o * {K} + k)]"]
+        L += [f"                s{r} += w * A[uint32({x_off + r * K} + k)]" for r in range(R)]
+    L += [f"    red[warp * {R} + {r}, lane] = s{r}" for r in range(R)]
+    L += ["    cuda.syncthreads()",
+          f"    if lane < {R} and o < {O}:",
+          "        v = float32(0.0)",
+          "        for l in range(32):",
+          f"            v += red[warp * {R} + lane, l]",
+          *_indent(_epilogue(f"{b_off} + o", f"{y_off} + lane * {O} + o", epilogue), 8)]
+    return KernelSource(name, "\n".join(L) + "\n", (_cdiv(O, GEMV_WARPS), 1, 1), (32 * GEMV_WARPS, 1, 1),
+                        4 * GEMV_WARPS * R * 33)
+
+
+def pack_fc_weights(weight_ok: np.ndarray) -> np.ndarray:
+    """[O, K] row-major as is: the GEMV reads rows, the GEMM's B loader is k-fast."""
+    w = np.asarray(weight_ok, dtype=np.float32)
+    if w.ndim != 2:
+        raise NetcError(f"InnerProduct weight must be 2-D [O, K], got shape {w.shape}")
+    return np.ascontiguousarray(w).reshape(-1)

@@ -1,0 +1,354 @@
+"""The CUDA GEMM kernels (implicit-GEMM convolution, InnerProduct) without a GPU.
+
+1. Correctness in numba-cuda's simulator (a subprocess: NUMBA_ENABLE_CUDASIM must be set before
+   numba.cuda is imported) on tiny shapes against torch in float64: ragged tiles, groups, stride +
+   pad + dilation, batch, 1x1, non-square kernels, GEMV and GEMM InnerProduct, a fused ReLU, and
+   that nothing outside the output range of the arena is written.
+2. Every Convolution / InnerProduct geometry of the zoo and the Caffe references compiles with
+   NVVM and `ptxas -v` reports no spills for sm_90 (and sm_80: all with NETC_FULL_PTX=1 or
+   NETC_FUZZ=1, else a stratified subset, to keep the default run short).
+3. The PTX of a big convolution is FFMA work with no float64 and no 64-bit signed division.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from netc.compiler.codegen import cuda_gemm as cg
+from netc.compiler.codegen.ptx import compile_kernel_ptx, parse_ptxas, ptxas_path, ptxas_report
+from netc.compiler.errors import NetcError
+
+RELU = ["v = v if v > float32(0.0) else float32(0.0)"]
+SMALL = (16, 16, 4, 2, 2)      # 64 threads: the simulator runs every thread as a Python thread
+
+# name: (N, C, H, W, CO, KH, KW, SH, SW, PH, PW, DH, DW, G, tile, relu)
+CONV_CASES = {
+    "ragged_tiles": (1, 3, 7, 6, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, SMALL, True),
+    "groups2_ragged": (1, 6, 5, 5, 10, 3, 3, 1, 1, 1, 1, 1, 1, 2, SMALL, False),
+    "stride2_pad2_dil2": (1, 4, 9, 8, 6, 3, 3, 2, 2, 2, 2, 2, 2, 1, SMALL, True),
+    "batch2": (2, 3, 5, 5, 4, 3, 3, 1, 1, 0, 0, 1, 1, 1, SMALL, False),
+    "pointwise_batch2": (2, 7, 4, 5, 9, 1, 1, 1, 1, 0, 0, 1, 1, 1, SMALL, True),
+    "pointwise_stride2_pad1": (1, 5, 5, 4, 3, 1, 1, 2, 2, 1, 1, 1, 1, 1, SMALL, False),
+    "one_by_one_output": (1, 8, 3, 3, 6, 3, 3, 1, 1, 0, 0, 1, 1, 1, SMALL, True),
+    "kernel_1x3": (1, 3, 4, 6, 5, 1, 3, 1, 1, 0, 1, 1, 1, 1, SMALL, False),
+    "kernel_3x2_stride21": (1, 3, 7, 5, 4, 3, 2, 2, 1, 1, 0, 1, 1, 1, SMALL, False),
+    "depthwise": (1, 4, 5, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1, 4, SMALL, True),
+    "narrow_tile_few_threads": (1, 3, 6, 6, 70, 3, 3, 1, 1, 1, 1, 1, 1, 1, (64, 8, 8, 8, 2), False),
+    "default_tile_slice_k4": (1, 4, 6, 7, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, None, True),
+    "slice_k4_32x32_batch2": (2, 3, 6, 5, 9, 3, 3, 1, 1, 1, 1, 1, 1, 1, (32, 32, 8, 4, 4, 4), False),
+    "slice_k2_ragged_k": (1, 5, 6, 5, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1, (16, 16, 4, 2, 2, 2), False),
+}
+# name: (R, K, O, tile, relu)
+FC_CASES = {
+    "gemv_r1_tail": (1, 70, 13, None, True),
+    "gemv_r3_main_and_tail": (3, 300, 10, None, False),
+    "gemv_r1_exact": (1, 256, 9, None, False),
+    "gemm_r3_small_tile": (3, 37, 21, SMALL, True),
+    "gemm_r9_default_tile": (9, 20, 11, None, False),
+    "gemm_r5_slice_k2": (5, 45, 19, (16, 16, 4, 2, 2, 2), True),
+}
+
+
+def conv_geometry(N, C, H, W, CO, KH, KW, SH, SW, PH, PW, DH, DW, G) -> cg.ConvGeometry:
+    OH = (H + 2 * PH - (DH * (KH - 1) + 1)) // SH + 1
+    OW = (W + 2 * PW - (DW * (KW - 1) + 1)) // SW + 1
+    return cg.ConvGeometry(N, C, H, W, CO, OH, OW, KH, KW, SH, SW, PH, PW, DH, DW, G)
+
+
+# ---- 1. simulator -------------------------------------------------------------------------------
+
+def _run_sim(ks: cg.KernelSource, arena: np.ndarray, params: np.ndarray) -> np.ndarray:
+    ns: dict = {}                      # KERNEL_HEADER imports numba.cuda: the simulator, here
+    exec(compile(cg.KERNEL_HEADER + ks.source, f"<{ks.name}>", "exec"), ns)
+    a = arena.copy()
+    ns[ks.name][ks.grid, ks.block](a, params)
+    return a
+
+
+def _check_arena(out, before, lo, ref, relu) -> dict:
+    """rel L2 of the output range vs ref; whether anything else in the arena changed."""
+    import torch
+    ref = torch.relu(ref) if relu else ref
+    ref = ref.numpy().reshape(-1)
+    got = out[lo:lo + ref.size].astype(np.float64)
+    rest_same = bool(np.array_equal(np.delete(out, np.arange(lo, lo + ref.size)),
+                                    np.delete(before, np.arange(lo, lo + ref.size)), equal_nan=True))
+    return {"rel": float(np.linalg.norm(got - ref) / np.linalg.norm(ref)), "rest_same": rest_same}
+
+
+def _sim_conv(case) -> dict:
+    import torch
+    *dims, tile, relu = case
+    g = conv_geometry(*dims)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((g.N, g.C, g.H, g.W)).astype(np.float32)
+    w = rng.standard_normal((g.CO, g.C // g.G, g.KH, g.KW)).astype(np.float32)
+    b = rng.standard_normal(g.CO).astype(np.float32)
+    x_off, ny = 7, g.N * g.CO * g.OH * g.OW
+    y_off = x_off + x.size + 3
+    arena = np.full(y_off + ny + 5, np.nan, np.float32)
+    arena[x_off:x_off + x.size] = x.reshape(-1)
+    wp = cg.pack_conv_weights(w, g)
+    w_off, b_off = 2, 2 + wp.size + 1
+    params = np.full(b_off + g.CO + 4, np.nan, np.float32)
+    params[w_off:w_off + wp.size], params[b_off:b_off + g.CO] = wp, b
+    ks = cg.conv_kernel("k_conv", g, x_off, w_off, b_off, y_off, RELU if relu else [], tile=tile)
+    out = _run_sim(ks, arena, params)
+    f = lambda a: torch.from_numpy(a).double()  # noqa: E731
+    ref = torch.nn.functional.conv2d(f(x), f(w), f(b), (g.SH, g.SW), (g.PH, g.PW), (g.DH, g.DW), g.G)
+    assert ref.shape == (g.N, g.CO, g.OH, g.OW)
+    return _check_arena(out, arena, y_off, ref, relu)
+
+
+def _sim_fc(case) -> dict:
+    import torch
+    R, K, O, tile, relu = case
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((R, K)).astype(np.float32)
+    w = rng.standard_normal((O, K)).astype(np.float32)
+    b = rng.standard_normal(O).astype(np.float32)
+    x_off, y_off = 3, 3 + x.size + 2
+    arena = np.full(y_off + R * O + 6, np.nan, np.float32)
+    arena[x_off:x_off + x.size] = x.reshape(-1)
+    wp = cg.pack_fc_weights(w)
+    w_off, b_off = 5, 5 + wp.size
+    params = np.full(b_off + O + 3, np.nan, np.float32)
+    params[w_off:w_off + wp.size], params[b_off:b_off + O] = wp, b
+    ks = cg.fc_kernel("k_fc", R, K, O, x_off, w_off, b_off, y_off, RELU if relu else [], tile=tile)
+    out = _run_sim(ks, arena, params)
+    f = lambda a: torch.from_numpy(a).double()  # noqa: E731
+    return _check_arena(out, arena, y_off, torch.nn.functional.linear(f(x), f(w), f(b)), relu)
+
+
+def _sim_main() -> None:
+    assert os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+    res = {}
+    for name, case in CONV_CASES.items():
+        res["conv/" + name] = _sim_conv(case)
+    for name, case in FC_CASES.items():
+        res["fc/" + name] = _sim_fc(case)
+    print("RESULTS " + json.dumps(res))
+
+
+@pytest.fixture(scope="module")
+def sim_results() -> dict:
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    r = subprocess.run([sys.executable, __file__, "sim"], env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    line = [l for l in r.stdout.splitlines() if l.startswith("RESULTS ")][-1]
+    return json.loads(line[len("RESULTS "):])
+
+
+@pytest.mark.parametrize("case", ["conv/" + c for c in CONV_CASES] + ["fc/" + c for c in FC_CASES])
+def test_simulator_matches_torch(sim_results, case):
+    r = sim_results[case]
+    assert r["rel"] < 1e-4, r
+    assert r["rest_same"], "the kernel wrote outside its output range"
+
+
+# ---- 2. every zoo / reference geometry: NVVM + ptxas, zero spills -------------------------------
+
+def _refs() -> Path:
+    from conftest import REFS
+    return REFS
+
+
+def gemm_layers(batches=(1,)) -> dict:
+    """{("conv", ConvGeometry) | ("fc", R, K, O): first network that has it} over the zoo and the
+    analyzable Caffe references."""
+    import netc
+    from netc.compiler.layers import REGISTRY
+    from netc.compiler.network import zoo_names
+    sources = list(zoo_names()) + sorted(str(p) for p in _refs().glob("*.prototxt"))
+    found = {}
+    for src in sources:
+        for batch in batches:
+            try:
+                net = netc.load(src)
+                net.analyze(batch=batch)
+            except NetcError:
+                continue            # reference files netc cannot analyze (documented elsewhere)
+            g = net.graph
+            for n in g.nodes:
+                d = g.nodes[n]
+                if not d.get("shapes") or not d.get("in_shapes"):
+                    continue
+                t, a = d["type"], d["attrs"]
+                if t in ("Convolution", "ConvolutionDepthwise"):
+                    (N, C, H, W), (_, CO, OH, OW) = d["in_shapes"][0], d["shapes"][0]
+                    G = C if t == "ConvolutionDepthwise" else a["group"]
+                    key = ("conv", cg.ConvGeometry(N, C, H, W, CO, OH, OW, *a["kernel"], *a["stride"],
+                                                   *a["pad"], *a["dilation"], G))
+                elif t == "InnerProduct":
+                    K = REGISTRY["InnerProduct"].fan_in(d["in_shapes"][0], a)
+                    key = ("fc", int(np.prod(d["in_shapes"][0])) // K, K, a["num_output"])
+                else:
+                    continue
+                found.setdefault(key, f"{Path(src).stem}/{n}@{batch}")
+    return found
+
+
+def kernel_for(key) -> cg.KernelSource:
+    if key[0] == "conv":
+        return cg.conv_kernel("k", key[1], 0, 0, 0, 0, RELU)
+    return cg.fc_kernel("k", *key[1:], 0, 0, 0, 0, RELU)
+
+
+FULL = os.environ.get("NETC_FULL_PTX") == "1" or os.environ.get("NETC_FUZZ") == "1"
+ARCHS = {"sm_90": (9, 0), "sm_80": (8, 0)}
+
+
+def structure(key) -> str:
+    """The kernel's text with every number blanked: geometries that differ only in sizes, strides
+    and offsets share a structure (same tile, same loaders, same branches)."""
+    return re.sub(r"\b\d+\b", "#", kernel_for(key).source)
+
+
+def representatives(keys) -> list:
+    """One geometry per structure, the one with the most multiply-adds (the largest constants)."""
+    best = {}
+    for k in sorted(keys, key=repr):
+        cost = np.prod([v for v in (k[1].__dict__.values() if k[0] == "conv" else k[1:])], dtype=float)
+        s = structure(k)
+        if s not in best or cost > best[s][0]:
+            best[s] = (cost, k)
+    return [k for _, k in best.values()]
+
+
+def spills(keys, arch) -> list:
+    """(key, report) of the kernels that spill, could not launch (registers x threads > 64K, static
+    shared memory >= 48 KB) or declare other shared memory than their KernelSource says."""
+    bad = []
+    for key in keys:
+        ks = kernel_for(key)
+        rep = ptxas_report(compile_kernel_ptx(ks.source, ks.name, ARCHS[arch]), arch)
+        threads = ks.block[0] * ks.block[1] * ks.block[2]
+        if rep["spill_stores"] or rep["spill_loads"] or rep["registers"] > 255 or rep["registers"] * threads > 65536 \
+                or rep["shared_bytes"] >= 48 * 1024 or rep["shared_bytes"] != ks.shared_bytes:
+            bad.append((key, arch, rep))
+    return bad
+
+
+@pytest.fixture(scope="module")
+def geometries() -> list:
+    """Batch 1 everywhere and batch 32 (N folds into the GEMM's n, fc rows become a GEMM)."""
+    return sorted(set(gemm_layers((1,))) | set(gemm_layers((32,))), key=repr)
+
+
+def test_geometry_census(geometries):
+    """The sweep below really covers the zoo: hundreds of layers, every kernel family."""
+    assert len(geometries) > 500, len(geometries)
+    fc = [kernel_for(k).source for k in geometries if k[0] == "fc"]
+    assert any("red = cuda.shared" in s for s in fc) and any("As = cuda.shared" in s for s in fc)  # GEMV, GEMM
+    assert any(k[0] == "conv" and k[1].G > 1 for k in geometries)                # AlexNet groups
+    assert any(k[0] == "conv" and k[1].DH > 1 for k in geometries)               # dilated (refs)
+    assert len(representatives(geometries)) >= 30
+
+
+@pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
+def test_gemm_kernels_do_not_spill(geometries, arch):
+    """Every geometry costs ~3 s (NVVM + ptxas), ~1000 of them per arch: too slow for the default
+    run. Default: one geometry per kernel structure for sm_90 (~55, ~3 min), every third of those
+    for sm_80; NETC_FULL_PTX=1 or NETC_FUZZ=1: every geometry for both (~1.5 h on one core)."""
+    keys = geometries if FULL else representatives(geometries)[:: 1 if arch == "sm_90" else 3]
+    t0 = time.time()
+    bad = spills(keys, arch)
+    print(f"\n{arch}: {len(keys)} kernels compiled with NVVM + ptxas in {time.time() - t0:.0f} s")
+    assert not bad, bad[:5]
+
+
+# ---- 3. code quality ---------------------------------------------------------------------------
+
+def test_big_conv_ptx_is_fma_float32_int32():
+    g = conv_geometry(1, 256, 56, 56, 256, 3, 3, 1, 1, 1, 1, 1, 1, 1)    # VGG16 conv3_2
+    for tile in (None, (128, 128, 8, 8, 8)):
+        ks = cg.conv_kernel("k", g, 11, 13, 17, 19, RELU, tile=tile)
+        ptx = compile_kernel_ptx(ks.source, ks.name)
+        ffma = ptx.count("fma.rn.f32")
+        t = cg.check_tile(cg._as_tile(tile) or cg.choose_tile(256, 56 * 56))
+        assert ffma >= t.BK * t.TM * t.TN, ffma          # the unrolled k-step is all FMA
+        assert not re.search(r"\.f64\b", ptx), "float64 arithmetic in the kernel"
+        assert not re.search(r"\b(div|rem)\.s64", ptx), "signed 64-bit division in the kernel"
+        rep = ptxas_report(ptx)
+        assert rep["spill_stores"] == rep["spill_loads"] == 0 and rep["shared_bytes"] == ks.shared_bytes
+
+
+def test_ptxas_report_parses_and_tool_is_the_wheels():
+    path = ptxas_path()
+    assert path and "nvidia" in path and path != "/usr/local/bin/ptxas"
+    text = ("ptxas info    : Used 40 registers, used 1 barriers, 4096 bytes smem, 380 bytes cmem[0]\n"
+            "ptxas info    : Function properties for k\n    16 bytes stack frame, 8 bytes spill stores, 12 bytes spill loads\n")
+    assert parse_ptxas(text) == {"registers": 40, "shared_bytes": 4096, "spill_stores": 8, "spill_loads": 12,
+                                 "stack_frame": 16}
+    with pytest.raises(NetcError):
+        ptxas_report("this is not ptx")
+
+
+def test_tile_choice_and_validation():
+    assert cg.choose_tile(512, 224 * 224) == cg.Tile(128, 128, 8, 8, 8)   # big: the largest tile
+    small = cg.choose_tile(512, 49)                                       # ResNet stage 5
+    assert small.SK > 1 and 512 // small.BM * -(-49 // small.BN) >= 100   # fills most SMs
+    assert all(cg.check_tile(t).threads <= 256 for t in cg.TILES)         # 255 registers always launch
+    with pytest.raises(NetcError):
+        cg.check_tile(cg.Tile(128, 128, 24, 8, 8))                         # not a power of two
+    with pytest.raises(NetcError):
+        cg.check_tile(cg.Tile(256, 256, 32, 16, 16))                       # > 48 KB of shared memory
+    with pytest.raises(NetcError):
+        cg.conv_kernel("k", conv_geometry(1, 6, 5, 5, 10, 3, 3, 1, 1, 1, 1, 1, 1, 4), 0, 0, 0, 0, [])
+    good = conv_geometry(1, 4, 5, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1)
+    with pytest.raises(NetcError):                                         # output size off by one
+        cg.conv_kernel("k", dataclasses.replace(good, OH=6), 0, 0, 0, 0, [])
+    with pytest.raises(NetcError):                                         # not an identifier
+        cg.conv_kernel("k(); import os", good, 0, 0, 0, 0, [])
+    with pytest.raises(NetcError):
+        cg.fc_kernel("k", 1, 10, 10, 2 ** 31, 0, 0, 0, [])                  # past int32 indices
+
+
+def test_pack_conv_weights_layout():
+    g = conv_geometry(1, 4, 5, 5, 6, 3, 2, 1, 1, 0, 0, 1, 1, 2)
+    w = np.arange(6 * 2 * 3 * 2, dtype=np.float32).reshape(6, 2, 3, 2)
+    p = cg.pack_conv_weights(w, g).reshape(2, 2 * 3 * 2, 3)               # [G, K, CO/G]
+    assert p[1, 0 * 6 + 2 * 2 + 1, 2] == w[3 + 2, 0, 2, 1]
+    with pytest.raises(NetcError):
+        cg.pack_conv_weights(w[:, :1], g)
+
+
+# ---- bench/gpu.py without a GPU ------------------------------------------------------------------
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "gpu.py"
+
+
+def test_gpu_bench_arithmetic_and_arguments():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_gpu", BENCH)
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+    flops, nbytes = gpu.sgemm_cost(4096)
+    assert flops == 2 * 4096 ** 3 and nbytes == 3 * 4 * 4096 ** 2
+    assert gpu.roofline_s(flops, nbytes) == pytest.approx(2 * 4096 ** 3 / 66.9e12)   # compute-bound
+    assert gpu.roofline_s(1e6, 3e9) == pytest.approx(1e-3)                            # memory-bound
+    a = gpu.parse_args(["--models", "vgg16,resnet50", "--batches", "1,32", "--iters", "5"])
+    assert a.models == ["vgg16", "resnet50"] and a.batches == [1, 32] and a.iters == 5 and a.sgemm == 4096
+    with pytest.raises(SystemExit):
+        gpu.parse_args(["--batches", "0"])
+
+
+def test_gpu_bench_without_a_gpu_exits_with_a_message():
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", NUMBA_ENABLE_CUDASIM="0")
+    r = subprocess.run([sys.executable, str(BENCH), "--sgemm", "64", "--models", ""], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "needs an NVIDIA GPU" in r.stderr and "Traceback" not in r.stderr
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["sim"]:
+    _sim_main()
