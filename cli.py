@@ -74,19 +74,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=None)
     p.add_argument("--labels")
     p.add_argument("--profile", action="store_true")
-    p.add_argument("--gpu", action="store_true")
+    p.add_argument("--gpu", action="store_true",
+                   help="run the CUDA target (numba-cuda; NUMBA_ENABLE_CUDASIM=1: the simulator)")
 
     p = sub.add_parser("bench", help="time the generated kernels")
     _model(p)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--format", choices=("table", "json"), default="table")
-    p.add_argument("--gpu", action="store_true")
+    p.add_argument("--gpu", action="store_true", help="time the CUDA target")
 
-    p = sub.add_parser("build", help="write the generated kernel sources")
+    p = sub.add_parser("build", help="write the generated kernel sources (cuda: also PTX and a manifest)")
     _model(p)
     p.add_argument("--target", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--arch", default="sm_90")
+    p.add_argument("--arch", default="sm_90", help="cuda: GPU architecture of the PTX (sm_80, sm_90, ...)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("-o", "--output", required=True)
 

@@ -130,10 +130,13 @@ class Network:
 
     def compile(self, target: str = "cpu", weights=None, batch: int | None = None, seed: int = 0,
                 blobs=()) -> "Executable":
-        """Generated kernels for `target`; weights: .npz path, {key: array} or None (seeded
-        random). `blobs` names intermediate blobs to keep readable through fusion."""
+        """Generated kernels for `target` ("cpu" or "cuda"); weights: .npz path, {key: array} or
+        None (seeded random). `blobs` names intermediate blobs to keep readable through fusion."""
+        if target == "cuda":
+            from ..runtime.cuda_executor import CudaExecutable
+            return CudaExecutable(self, weights=weights, batch=batch, seed=seed, blobs=blobs)
         if target != "cpu":
-            raise NetcError(f'the {target.upper() if target == "cuda" else target} target is not available yet')
+            raise NetcError(f'unknown target "{target}" (use cpu or cuda)')
         from ..runtime.executor import Executable
         return Executable(self, weights=weights, batch=batch, seed=seed, blobs=blobs)
 

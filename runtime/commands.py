@@ -11,8 +11,6 @@ import numpy as np
 from ..compiler.errors import NetcError
 from ..compiler.layers.base import fmt_shape
 
-NO_CUDA = "the CUDA target is not available yet"
-
 
 def _load(args):
     from ..compiler.network import load
@@ -45,9 +43,11 @@ def _read_input(args, net) -> np.ndarray | None:
     return paths  # images: read once the input shape is known
 
 
+def _target(args) -> str:
+    return "cuda" if getattr(args, "gpu", False) else "cpu"
+
+
 def run_command(args) -> int:
-    if args.gpu:
-        raise NetcError(NO_CUDA)
     if bool(args.blobs) != bool(args.blobs_out):
         raise NetcError("--blobs and -o go together: --blobs a,b -o blobs.npz")
     if args.labels and not args.top:
@@ -62,7 +62,7 @@ def run_command(args) -> int:
     elif isinstance(x, list):
         batch = len(x)
     blobs = [b for b in (args.blobs or "").split(",") if b]
-    ex = net.compile(weights=args.weights, batch=batch or 1, seed=args.seed, blobs=blobs)
+    ex = net.compile(_target(args), weights=args.weights, batch=batch or 1, seed=args.seed, blobs=blobs)
     if len(ex.required_inputs) != 1 and x is not None:
         raise NetcError(f"this network has {len(ex.required_inputs)} inputs; --input feeds one")
     feeds = {}
@@ -125,8 +125,10 @@ def measure_sgemm(n: int = 2048, reps: int = 3) -> float:
     return 2 * n ** 3 / best / 1e9
 
 
-def bench(net, batch: int = 1, iters: int = 20, weights=None) -> dict:
-    ex = net.compile(weights=weights, batch=batch)
+def bench(net, batch: int = 1, iters: int = 20, weights=None, target: str = "cpu") -> dict:
+    """Latency of whole runs (inputs in, outputs back: on the GPU, one synchronization each);
+    on the CPU also the fraction of this machine's sgemm speed it reaches."""
+    ex = net.compile(target, weights=weights, batch=batch)
     feeds = {name: np.random.default_rng(k).standard_normal(ex._view(ex.inputs[name]).shape).astype(np.float32)
              for k, name in enumerate(ex.required_inputs)}
     ex.run(feeds)
@@ -139,14 +141,15 @@ def bench(net, batch: int = 1, iters: int = 20, weights=None) -> dict:
     t = np.array(times)
     med = float(np.median(t))
     flops = ex.analysis.totals["flops"]
-    peak = measure_sgemm()
+    peak = measure_sgemm() if target == "cpu" else None
     rows = ex.profile(feeds, repeat=min(max(iters, 3), 10))
     return {
         "network": net.name, "batch": batch, "iters": iters,
         "median_ms": med * 1e3, "p10_ms": float(np.percentile(t, 10)) * 1e3,
         "p90_ms": float(np.percentile(t, 90)) * 1e3, "min_ms": float(t.min()) * 1e3,
         "images_per_s": batch / med, "gflop": flops / 1e9, "gflops": flops / med / 1e9,
-        "sgemm_peak_gflops": peak, "fraction_of_sgemm_peak": flops / med / 1e9 / peak,
+        "target": target, "sgemm_peak_gflops": peak,
+        "fraction_of_sgemm_peak": flops / med / 1e9 / peak if peak else None,
         "arena_bytes": ex.arena_bytes, "peak_activation_bytes": ex.peak_bytes,
         "slowest": [{"layer": r["name"], "type": r["type"], "ms": r["seconds"] * 1e3,
                      "gflops": r["flops"] / r["seconds"] / 1e9 if r["seconds"] else 0.0,
@@ -155,21 +158,21 @@ def bench(net, batch: int = 1, iters: int = 20, weights=None) -> dict:
 
 
 def bench_command(args) -> int:
-    if args.gpu:
-        raise NetcError(NO_CUDA)
     if args.iters < 1 or args.batch < 1:
         raise NetcError("--iters and --batch must be positive")
-    r = bench(_load(args), args.batch, args.iters)
+    r = bench(_load(args), args.batch, args.iters, target=_target(args))
     if args.format == "json":
         print(json.dumps(r, indent=2))
         return 0
-    print(f"{r['network']}  batch {r['batch']}  {r['iters']} iterations (CPU, numba + numpy sgemm)")
+    where = "CPU, numba + numpy sgemm" if r["target"] == "cpu" else "CUDA, numba-cuda kernels"
+    print(f"{r['network']}  batch {r['batch']}  {r['iters']} iterations ({where})")
     print(f"  latency   median {r['median_ms']:.2f} ms  (p10 {r['p10_ms']:.2f}, p90 {r['p90_ms']:.2f}, "
           f"min {r['min_ms']:.2f})")
     print(f"  throughput {r['images_per_s']:.1f} images/s   {r['gflops']:.1f} GFLOP/s "
           f"({r['gflop']:.2f} GFLOP per pass)")
-    print(f"  sgemm 2048^3 on this machine: {r['sgemm_peak_gflops']:.1f} GFLOP/s -> "
-          f"{r['fraction_of_sgemm_peak']:.1%} of it")
+    if r["sgemm_peak_gflops"]:
+        print(f"  sgemm 2048^3 on this machine: {r['sgemm_peak_gflops']:.1f} GFLOP/s -> "
+              f"{r['fraction_of_sgemm_peak']:.1%} of it")
     print(f"  arena {r['arena_bytes'] / 2**20:.2f} MiB (plan peak {r['peak_activation_bytes'] / 2**20:.2f} MiB)")
     print("  slowest layers:")
     for s in r["slowest"]:
@@ -179,8 +182,8 @@ def bench_command(args) -> int:
 
 
 def build_command(args) -> int:
-    if args.target != "cpu":
-        raise NetcError(NO_CUDA)
+    if args.target == "cuda":
+        return build_cuda(args)
     from ..compiler.codegen.cpu import Namespace
     from .executor import generate
     net = _load(args)
@@ -210,4 +213,44 @@ def weights_command(args) -> int:
     opt = optional(net.graph)
     if opt:
         print(f"optional: {len(opt)} BatchNorm moving_average_factor keys, shape [1] (Caffe's scale on mean/var)")
+    return 0
+
+
+def build_cuda(args) -> int:
+    """DIR/<net>.py (the generated kernel module), DIR/ptx/<kernel>.ptx per kernel for --arch,
+    DIR/manifest.json: per step its layers and launches, per kernel its PTX file and, when
+    ptxas is installed, registers / shared memory / spills from `ptxas -v`."""
+    import re
+    from ..compiler.codegen.cpu import Namespace
+    from ..compiler.codegen.ptx import compile_kernel_ptx, ptxas_path, ptxas_report
+    from .cuda_executor import cuda_lower, numba_cuda
+    from .executor import generate
+    numba_cuda()
+    m = re.fullmatch(r"sm_(\d+)(\d)", args.arch)
+    if not m:
+        raise NetcError(f'bad --arch "{args.arch}": expected sm_XY, e.g. sm_80 or sm_90')
+    cc = (int(m.group(1)), int(m.group(2)))
+    net = _load(args)
+    prog, _ = generate(net, batch=args.batch, target_lower=cuda_lower)
+    out = Path(args.output)
+    (out / "ptx").mkdir(parents=True, exist_ok=True)
+    path = out / (Namespace().create("net_", net.name or "model") + ".py")
+    path.write_text(prog.source, encoding="utf-8")
+    has_ptxas = ptxas_path() is not None
+    kernels = {}
+    for name, src in prog.kernels.items():
+        ptx = compile_kernel_ptx(src, name, cc)
+        (out / "ptx" / f"{name}.ptx").write_text(ptx, encoding="utf-8")
+        kernels[name] = {"ptx": f"ptx/{name}.ptx", **({"ptxas": ptxas_report(ptx, args.arch)} if has_ptxas else {})}
+    steps = [{"layers": s.layers, "type": s.type,
+              "launches": [{"kernel": l.kernel, "grid": list(l.grid), "block": list(l.block),
+                            "shared_bytes": l.shared_bytes} for l in s.launches]} for s in prog.steps]
+    manifest = {"network": net.name, "batch": args.batch, "arch": args.arch, "module": path.name,
+                "arena_bytes": prog.arena * 4, "param_bytes": int(prog.params.nbytes),
+                "ptxas": has_ptxas, "kernels": kernels, "steps": steps}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    spills = sum(k["ptxas"]["spill_stores"] + k["ptxas"]["spill_loads"] for k in kernels.values() if "ptxas" in k)
+    print(f"wrote {path}, {len(kernels)} PTX files ({args.arch}) and manifest.json: "
+          f"{sum(len(s.launches) for s in prog.steps)} launches in {len(prog.steps)} steps"
+          + (f", {spills} bytes of spills" if has_ptxas else " (ptxas not found: no register counts)"))
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import math
 import os
 import sys
 import time
@@ -20,13 +21,14 @@ from ..compiler.errors import NetcError, SoftShapeError
 from ..compiler.layers import REGISTRY
 from ..compiler.layers.base import fmt_shape
 from ..compiler.passes import forward_nodes
+from . import memory
 from . import weights as wmod
 from .plan import assign_offsets
 
 
-def cache_dir() -> Path:
+def cache_dir(target: str = "cpu") -> Path:
     root = os.environ.get("NETC_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "netc")
-    return Path(root) / "cpu"
+    return Path(root) / target
 
 
 def _configure_numba() -> None:
@@ -37,15 +39,15 @@ def _configure_numba() -> None:
         numba.config.THREADING_LAYER = "workqueue"
 
 
-def load_module(source: str):
+def load_module(source: str, target: str = "cpu"):
     """Import generated source from a real file named by its hash: numba's cache=True needs a
     file, and the same network compiled twice reuses both the file and the machine code."""
     _configure_numba()
     digest = hashlib.sha256(source.encode()).hexdigest()[:24]
-    name = f"netc_cpu_{digest}"
+    name = f"netc_{target}_{digest}"
     if name in sys.modules:
         return sys.modules[name]
-    d = cache_dir()
+    d = cache_dir(target)
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"m_{digest}.py"
     if not path.is_file() or path.read_text() != source:
@@ -72,13 +74,16 @@ def _refuse_soft_shapes(g, order) -> None:
                 raise NetcError(e.message + " (netc cannot execute it)", e.loc) from None
 
 
-def generate(net, batch: int | None = None, weights=None, seed: int = 0, blobs=()):
+def generate(net, batch: int | None = None, weights=None, seed: int = 0, blobs=(), target_lower=None):
     """(Program, context) for a network: analysis at `batch` (default 1, as `netc analyze`),
-    weights loaded or made, arena offsets assigned, kernels generated (not yet compiled)."""
+    weights loaded or made, arena offsets assigned, kernels generated (not yet compiled) by
+    `target_lower` (default: the CPU target's `lower`)."""
     analysis = net.analyze(batch=batch or 1)
     g = net.graph
     order = forward_nodes(g)
     _refuse_soft_shapes(g, order)
+    memory.require({"weights": 4 * sum(math.prod(s) for s in wmod.expected(g).values())},
+                   batch or 1)
     w = wmod.load(g, weights) if weights is not None else wmod.random(g, seed)
     offsets, length = assign_offsets(g)
     buffer_of = {(n, p): b for n in order for p, b in enumerate(g.nodes[n]["buffer_of"])}
@@ -92,7 +97,7 @@ def generate(net, batch: int | None = None, weights=None, seed: int = 0, blobs=(
             from ..compiler.errors import did_you_mean
             raise NetcError(f'no blob named "{b}"' + did_you_mean(b, list(blob_key)))
         keep.add(blob_key[b])
-    prog = lower(g, w, buffer_of, keep)
+    prog = (target_lower or lower)(g, w, buffer_of, keep)
     return prog, {"analysis": analysis, "weights": w, "blob_key": blob_key, "order": order,
                   "offsets": offsets, "length": length}
 
@@ -104,15 +109,20 @@ class Executable:
         self.analysis, self.weights, self.blob_key = ctx["analysis"], ctx["weights"], ctx["blob_key"]
         self.order, offsets, length = ctx["order"], ctx["offsets"], ctx["length"]
         g = net.graph
+        memory.require({"activation arena": 4 * length, "scratch": 4 * self.program.scratch}, batch or 1)
         self.module = load_module(self.program.source)
-        self.arena = np.zeros(max(length, 1), np.float32)
+        try:
+            self.arena = np.zeros(max(length, 1), np.float32)
+            self.scratch = np.zeros(max(self.program.scratch, 1), np.float32)
+        except MemoryError:
+            raise NetcError(f"cannot allocate {4 * (length + self.program.scratch):,} bytes for the "
+                            f"activation arena and scratch; try a smaller --batch") from None
         self.arena_bytes = length * 4
         self.peak_bytes = self.analysis.totals["peak_activation_bytes"]
         self.views = []
         for b, shape in self.program.views:
             size = int(np.prod(shape, dtype=np.int64))
             self.views.append(self.arena[offsets[b]:offsets[b] + size].reshape(shape))
-        self.scratch = np.zeros(max(self.program.scratch, 1), np.float32)
         self.steps = self.module.make(self.views, self.scratch, self.program.params)
         self.types = {n: g.nodes[n]["type"] for n in self.order}
         self.flops = {n: g.nodes[n]["ops"].flops for n in self.order}

@@ -36,7 +36,12 @@ def lifetimes(g: nx.DiGraph) -> tuple[list[int], list[int], list[int]]:
 
 def assign_offsets(g: nx.DiGraph) -> tuple[list[int], int]:
     """Offsets (in floats) per buffer id and the arena length in floats."""
-    size, birth, end = lifetimes(g)
+    return place(*lifetimes(g))
+
+
+def place(size: list[int], birth: list[int], end: list[int]) -> tuple[list[int], int]:
+    """Greedy-by-size placement of buffers with these lifetimes (the CUDA target calls it with
+    some births moved earlier, for producers that write straight into a concat buffer)."""
     offsets = [0] * len(size)
     placed: list[int] = []
     for b in sorted(range(len(size)), key=lambda b: (-size[b], birth[b])):

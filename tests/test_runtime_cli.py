@@ -78,7 +78,7 @@ def test_run_images_top_k_with_labels(model, tmp_path, capsys):
 
 def test_gpu_is_a_clear_error(model, capsys):
     assert main(["run", str(model), "--gpu"]) != 0
-    assert "the CUDA target is not available yet" in capsys.readouterr().err
+    assert "no CUDA GPU found" in capsys.readouterr().err
 
 
 def test_build_writes_an_importable_sanitized_module(model, tmp_path, capsys):

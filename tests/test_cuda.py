@@ -1,0 +1,325 @@
+"""The CUDA target without a GPU.
+
+1. The simulator (NUMBA_ENABLE_CUDASIM=1, which must be set before numba.cuda is first
+   imported, so it runs in a subprocess: this file run as a script) executes small networks
+   that use every layer type the CPU target runs; their outputs must match the CPU target and
+   PyTorch (float64, tests/test_runtime.py's reference) to 1e-4 relative L2.
+2. Every generated non-GEMM kernel of the zoo and of the analyzable refs/caffe networks compiles
+   to PTX and `ptxas -v` reports no spills (the GEMM kernels have their own test).
+3. The CLI: `run --gpu` without a GPU is a clear error; `build --target cuda` writes the module,
+   PTX per kernel and a manifest.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from test_errors import HOSTILE, _quote
+from test_runtime import CONV_NET, POINT_NET, POOL_NET, inp, layer
+
+HERE = Path(__file__).resolve()
+TOL = 1e-4
+
+# ---- networks ------------------------------------------------------------------------------------
+# index math at the edges: sizes that no tile divides, groups whose channel counts no tile
+# divides, 1x1 spatial maps, batch 2, InnerProduct as GEMV (R = 2) and as tiled GEMM (R = 24)
+EDGE_NET = inp(2, 5, 7, 9) + "".join([
+    layer("wide", "Convolution", "data", "wide", "convolution_param { num_output: 70 kernel_size: 3 pad: 1 }"),
+    layer("wide_relu", "ReLU", "wide", "wide"),
+    layer("grp", "Convolution", "wide", "grp", "convolution_param { num_output: 15 kernel_size: 3 stride: 2 group: 5 }"),
+    layer("gap", "Pooling", "grp", "gap", "pooling_param { pool: AVE global_pooling: true }"),
+    layer("one", "Convolution", "gap", "one", "convolution_param { num_output: 9 kernel_size: 1 }"),
+    layer("one3", "Convolution", "one", "one3", "convolution_param { num_output: 6 kernel_size: 3 pad: 1 group: 3 }"),
+    layer("dw1", "ConvolutionDepthwise", "one3", "dw1", "convolution_param { num_output: 6 kernel_size: 3 pad: 1 }"),
+    layer("fc", "InnerProduct", "dw1", "fc", "inner_product_param { num_output: 11 }"),
+    layer("fc_sig", "Sigmoid", "fc", "fc"),
+    layer("rows", "InnerProduct", "grp", "rows", "inner_product_param { num_output: 13 axis: 2 }"),
+    layer("rows_tanh", "TanH", "rows", "rows"),
+])
+
+# producers that write straight into their concat slice (batch 1): a conv with its fused ReLU,
+# a 1x1 conv, a pooling, an eltwise, a nested concat; plus inputs that must be copied (the
+# network input, a blob with a second reader)
+CONCAT_NET = inp(1, 3, 6, 7) + "".join([
+    layer("a", "Convolution", "data", "a", "convolution_param { num_output: 4 kernel_size: 3 pad: 1 }"),
+    layer("a_relu", "ReLU", "a", "a"),
+    layer("b", "Convolution", "data", "b", "convolution_param { num_output: 5 kernel_size: 1 }"),
+    layer("p", "Pooling", "data", "p", "pooling_param { pool: MAX kernel_size: 3 stride: 1 pad: 1 }"),
+    layer("inner", "Concat", ["a", "b"], "inner"),
+    layer("e", "Eltwise", ["p", "data"], "e", "eltwise_param { operation: SUM coeff: 0.5 coeff: 2 }"),
+    layer("cat", "Concat", ["inner", "p", "e", "data"], "cat"),
+    layer("mix", "Convolution", "cat", "mix", "convolution_param { num_output: 3 kernel_size: 3 pad: 1 }"),
+    layer("side", "Pooling", "p", "side", "pooling_param { pool: AVE kernel_size: 2 stride: 2 }"),
+])
+
+
+def hostile_net() -> str:
+    """Layer and blob names from test_errors.HOSTILE on a small conv network."""
+    h = [_quote(s) for s in HOSTILE]
+    lines = [f"name: {h[0]}", f"input: {h[1]}", "input_shape { dim: 1 dim: 3 dim: 6 dim: 6 }",
+             f"layer {{ name: {h[2]} type: \"Convolution\" bottom: {h[1]} top: {h[3]} "
+             "convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }",
+             f"layer {{ name: {h[4]} type: \"ReLU\" bottom: {h[3]} top: {h[3]} }}",
+             f"layer {{ name: {h[5]} type: \"Pooling\" bottom: {h[3]} top: {h[6]} pooling_param {{ pool: MAX kernel_size: 2 stride: 2 }} }}",
+             f"layer {{ name: {h[7]} type: \"Convolution\" bottom: {h[1]} top: {h[8]} "
+             "convolution_param { num_output: 2 kernel_size: 2 stride: 2 } }",
+             f"layer {{ name: {h[9]} type: \"Concat\" bottom: {h[6]} bottom: {h[8]} top: {h[10]} }}",
+             f"layer {{ name: {h[11]} type: \"InnerProduct\" bottom: {h[10]} top: {h[12]} "
+             "inner_product_param { num_output: 3 } }",
+             f"layer {{ name: {h[13]} type: \"Softmax\" bottom: {h[12]} top: {h[14]} }}"]
+    return "\n".join(lines) + "\n"
+
+
+# case -> (network text, batch, also compare every blob with fusion and concat slices off)
+CASES = {
+    "conv": (CONV_NET, 2, False),
+    "pool": (POOL_NET, 1, False),
+    "point": (POINT_NET, 2, True),
+    "point_b1": (POINT_NET, 1, False),
+    "edge": (EDGE_NET, 2, False),
+    "concat": (CONCAT_NET, 1, True),
+    "hostile": (hostile_net(), 1, False),
+}
+
+
+# ---- the simulator side (this file run as a script) ---------------------------------------------
+def rel(a, b) -> float:
+    b = np.asarray(b, np.float64)
+    return float(np.linalg.norm(np.asarray(a, np.float64) - b) / max(np.linalg.norm(b), 1e-30))
+
+
+def simulate(case: str) -> dict:
+    """Run one case on the CUDA target (simulator) and the CPU target; errors against both and
+    against the torch reference, per blob."""
+    from netc.compiler.network import loads
+    from test_runtime import torch_forward
+    text, batch, all_blobs = CASES[case]
+    net = loads(text, path="x.prototxt")
+    ex = net.compile(target="cuda", batch=batch)
+    cpu = net.compile(target="cpu", batch=batch)
+    rng = np.random.default_rng(7)
+    feeds = {b: rng.standard_normal(ex._view(ex.inputs[b]).shape).astype(np.float32) for b in ex.required_inputs}
+    t0 = time.perf_counter()
+    got = ex.run(feeds)
+    seconds = time.perf_counter() - t0
+    want = cpu.run(feeds)
+    ref = torch_forward(net, ex.weights, feeds)
+    out = {"outputs": {o: [rel(got[o], want[o]), rel(got[o], ref[o]), list(got[o].shape), list(ref[o].shape)]
+                       for o in ex.outputs},
+           "same_outputs_as_cpu": sorted(ex.outputs) == sorted(cpu.outputs),
+           "arena_bytes": ex.arena_bytes, "cpu_arena_bytes": cpu.arena_bytes, "seconds": seconds,
+           "source": ex.program.source,
+           "concat_launches": {s.layers[0]: len(s.launches) for s in ex.program.steps if s.type == "Concat"}}
+    if all_blobs:
+        names = [b for b in ex.blob_key if b not in ex.inputs]
+        ex2 = net.compile(target="cuda", batch=batch, blobs=names)
+        got2 = ex2.run(feeds, blobs=names)
+        out["blobs"] = {b: rel(got2[b], ref[b]) for b in names}
+    return out
+
+
+
+# ---- the pytest side -----------------------------------------------------------------------------
+_SIM: dict = {}
+
+
+def sim(case: str) -> dict:
+    """Results of all simulator cases, computed once in one subprocess (imports cost seconds)."""
+    if not _SIM:
+        env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+        t0 = time.perf_counter()
+        r = subprocess.run([sys.executable, str(HERE), *CASES], env=env, capture_output=True, text=True,
+                           cwd=HERE.parent, timeout=1200)
+        assert r.returncode == 0, r.stderr[-5000:]
+        _SIM.update(json.loads(r.stdout.strip().splitlines()[-1]))
+        _SIM["_seconds"] = time.perf_counter() - t0
+    return _SIM[case]
+
+
+def check_case(case: str) -> dict:
+    r = sim(case)
+    assert r["same_outputs_as_cpu"]
+    for o, (vs_cpu, vs_torch, shape, ref_shape) in r["outputs"].items():
+        assert shape == ref_shape, (o, shape, ref_shape)
+        assert vs_cpu < TOL and vs_torch < TOL, (case, o, vs_cpu, vs_torch)
+    for b, err in r.get("blobs", {}).items():
+        assert err < TOL, (case, b, err)
+    return r
+
+
+def test_sim_conv_family_batch_two():
+    """Grouped, dilated, strided, depthwise, 1x1 and transposed convolutions with folded
+    BatchNorm/Scale and fused activations, InnerProduct (plain and transposed), Softmax."""
+    check_case("conv")
+
+
+def test_sim_pooling_and_lrn_caffe_rounding():
+    check_case("pool")
+
+
+def test_sim_pointwise_merge_and_data_movement():
+    """Every activation, PReLU, Eltwise, standalone affine layers, Concat/Slice/Split/Crop/
+    Permute/ShuffleChannel/Normalize/Flatten/Reshape, Scale/Bias from a second blob; again
+    with every blob kept readable (no fusion may hide a wrong intermediate)."""
+    check_case("point")
+    check_case("point_b1")
+
+
+def test_sim_index_math_edges():
+    check_case("edge")
+
+
+def test_sim_concat_producers_write_their_slices():
+    r = check_case("concat")
+    # inner's producers (a conv with its fused ReLU, a 1x1 conv) and inner itself wrote in
+    # place; cat copies only its two inputs that have other readers (p, the network input)
+    assert r["concat_launches"] == {"inner": 0, "cat": 2}, r["concat_launches"]
+    # the CPU's buffer plan, less the buffers of producers that wrote into the concat instead
+    assert r["arena_bytes"] < r["cpu_arena_bytes"]
+
+
+def test_sim_hostile_names_stay_out_of_the_source():
+    r = check_case("hostile")
+    for name in HOSTILE:
+        assert name not in r["source"], name
+    assert "__import__" not in r["source"] and "PWNED" not in r["source"]
+    assert sim("conv")["seconds"] >= 0 and _SIM["_seconds"] < 600, _SIM["_seconds"]
+
+
+
+# ---- PTX and ptxas: no spills --------------------------------------------------------------------
+# refs/caffe networks no target can run: PriorBox, Python layers, a Crop Caffe would reject
+NOT_RUNNABLE = {"SSD300", "fasterRCNN_AlexNet", "fasterRCNN_ResNet", "fasterRCNN_VGG", "fasterRCNN_ZynqNet",
+                "fcn-16s"}
+
+
+def own_kernels(model) -> dict:
+    """kernel source -> (model, kernel name) for the non-GEMM kernels of `model` at batch 1
+    (weights are zeros: they do not change a kernel's text)."""
+    from netc.compiler.codegen.cuda import lower
+    from netc.compiler.network import load
+    from netc.runtime import weights as wmod
+    from netc.runtime.executor import _refuse_soft_shapes
+    from netc.compiler.passes import forward_nodes
+    net = load(model)
+    net.analyze(batch=1)
+    g = net.graph
+    _refuse_soft_shapes(g, forward_nodes(g))
+    w = {k: np.zeros(s, np.float32) for k, s in wmod.expected(g).items()}
+    buffer_of = {(n, p): b for n in g.nodes for p, b in enumerate(g.nodes[n]["buffer_of"])}
+    prog = lower(g, w, buffer_of)
+    return {src: (str(model), name) for name, src in prog.kernels.items()
+            if not name.startswith(("k_conv_", "k_fc_"))}   # GEMM kernels: test_cuda_gemm
+
+
+def test_every_non_gemm_kernel_assembles_without_spills(refs):
+    """sm_90 for every distinct kernel; sm_80 for the first of each kind and every 8th other
+    (all of them with NETC_FULL_PTX=1): a full second pass would double this test's minutes."""
+    from netc.compiler.codegen.ptx import compile_kernel_ptx, ptxas_path, ptxas_report
+    from netc.compiler.errors import NetcError
+    from netc.compiler.network import zoo_names
+    assert ptxas_path(), "ptxas missing: pip install nvidia-cuda-nvcc-cu12"
+    t0 = time.perf_counter()
+    kernels, failed = {}, set()
+    models = zoo_names() + sorted(refs.glob("*.prototxt"))
+    for m in models:
+        try:
+            for src, where in own_kernels(m).items():
+                kernels.setdefault(src, where)
+        except NetcError:
+            failed.add(Path(m).stem)
+    assert failed == NOT_RUNNABLE
+    full = os.environ.get("NETC_FULL_PTX") == "1"
+    kinds, checked = set(), {"sm_90": 0, "sm_80": 0}
+    for k, (src, (model, name)) in enumerate(kernels.items()):
+        kind = name.rsplit("_", 1)[0]
+        archs = ["sm_90"] + (["sm_80"] if full or kind not in kinds or k % 8 == 0 else [])
+        kinds.add(kind)
+        for arch in archs:
+            rep = ptxas_report(compile_kernel_ptx(src, name, (int(arch[3]), int(arch[4]))), arch)
+            assert rep["spill_stores"] == rep["spill_loads"] == 0, (model, name, arch, rep)
+            assert rep["stack_frame"] == 0, (model, name, arch, rep)
+            checked[arch] += 1
+    seconds = time.perf_counter() - t0
+    print(f"{len(models)} networks, {len(kernels)} distinct kernels, {checked} assembled in {seconds:.0f} s")
+    assert len(kernels) > 100 and {"k_pool", "k_lrn", "k_dwconv", "k_softmax", "k_eltwise"} <= kinds
+
+
+# ---- the CLI -------------------------------------------------------------------------------------
+def test_run_gpu_without_a_gpu_is_a_clear_error(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    env["CUDA_VISIBLE_DEVICES"] = ""    # no GPU, even on a machine that has one
+    r = subprocess.run([sys.executable, "-m", "netc.cli", "run", "lenet", "--gpu"], env=env,
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "no CUDA GPU found" in r.stderr and "NUMBA_ENABLE_CUDASIM=1" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "netc.cli", "bench", "lenet", "--gpu"], env=env,
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and "no CUDA GPU found" in r.stderr
+
+
+def test_run_and_bench_gpu_in_the_simulator(tmp_path):
+    """`run --gpu` takes the CPU's options and gives the CPU's numbers; `bench --gpu` reports."""
+    model = tmp_path / "tiny.prototxt"
+    model.write_text(inp(1, 3, 6, 6) + layer("p", "Pooling", "data", "p", "pooling_param { pool: MAX kernel_size: 2 stride: 2 }")
+                     + layer("s", "Softmax", "p", "s"), encoding="utf-8")
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    x = np.random.default_rng(3).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    outs = {}
+    for target, flag in (("gpu", ["--gpu"]), ("cpu", [])):
+        r = subprocess.run([sys.executable, "-m", "netc.cli", "run", str(model), "--input", str(tmp_path / "x.npy"),
+                            "--output", str(tmp_path / f"{target}.npy"), "--blobs", "p",
+                            "-o", str(tmp_path / f"{target}.npz"), *flag], env=env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        outs[target] = (np.load(tmp_path / f"{target}.npy"), np.load(tmp_path / f"{target}.npz")["p"])
+    ref = x.reshape(2, 3, 3, 2, 3, 2).max(axis=(3, 5))
+    np.testing.assert_allclose(outs["gpu"][1], ref, rtol=1e-6)
+    np.testing.assert_allclose(outs["gpu"][0], outs["cpu"][0], rtol=1e-5)
+    np.testing.assert_allclose(outs["gpu"][0].sum(axis=1), 1.0, rtol=1e-5)
+    r = subprocess.run([sys.executable, "-m", "netc.cli", "bench", str(model), "--gpu", "--iters", "1",
+                        "--format", "json"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    b = json.loads(r.stdout)
+    assert b["target"] == "cuda" and b["median_ms"] > 0 and [s["layer"] for s in b["slowest"]] != []
+
+def test_build_cuda_writes_module_ptx_and_manifest(tmp_path, monkeypatch):
+    from netc.cli import main
+    monkeypatch.chdir(tmp_path)
+    src = tmp_path / "hostile.prototxt"
+    src.write_text(hostile_net(), encoding="utf-8")
+    out = tmp_path / "out"
+    assert main(["build", str(src), "--target", "cuda", "--arch", "sm_90", "-o", str(out)]) == 0
+    man = json.loads((out / "manifest.json").read_text())
+    module = (out / man["module"]).read_text()
+    for name in HOSTILE:
+        assert name not in module, name
+    assert man["arch"] == "sm_90" and man["ptxas"] is True
+    heads = [HOSTILE[k] for k in (2, 5, 7, 9, 11, 13)]
+    assert [s["layers"][0] for s in man["steps"]] == heads
+    assert man["steps"][0]["layers"] == [HOSTILE[2], HOSTILE[4]]          # the ReLU ran in the conv
+    launched = {l["kernel"] for s in man["steps"] for l in s["launches"]}
+    assert launched == set(man["kernels"]) and len(launched) == 5
+    assert man["steps"][3]["launches"] == []             # the concat's producers wrote its slices
+    for name, k in man["kernels"].items():
+        assert f"def {name}(A, P):" in module
+        ptx = (out / k["ptx"]).read_text()
+        assert ".target sm_90" in ptx and ".entry" in ptx
+        assert k["ptxas"]["registers"] > 0 and k["ptxas"]["spill_stores"] == 0
+    for s in man["steps"]:
+        for l in s["launches"]:
+            assert len(l["grid"]) == len(l["block"]) == 3 and l["block"][0] <= 1024
+    assert not (tmp_path / "PWNED").exists()
+    assert main(["build", str(src), "--target", "cuda", "--arch", "90", "-o", str(out)]) == 2
+
+
+if __name__ == "__main__":
+    assert os.environ.get("NUMBA_ENABLE_CUDASIM") == "1", "run me with NUMBA_ENABLE_CUDASIM=1"
+    print(json.dumps({case: simulate(case) for case in sys.argv[1:]}))
