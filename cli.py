@@ -113,9 +113,10 @@ def main(argv=None) -> int:
 
 def _load(args):
     from . import load
+    from .compiler.report import plain
     net = load(args.model, phase=getattr(args, "phase", "test"))
     for loc, msg in net.graph.graph.get("warnings", []):
-        print(f"{loc}: warning: {msg}", file=sys.stderr)
+        print(f"{loc}: warning: {plain(msg)}", file=sys.stderr)
     return net
 
 

@@ -23,6 +23,30 @@ DIRECTIVE = re.compile(r"#\s*netc:\s*output_shape\s+(.+?)\s*$")
 
 
 
+_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{1,2}|[0-7]{1,3}|.)")
+_SIMPLE = {"a": 7, "b": 8, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11}
+
+
+def unescape(raw: str) -> str:
+    """Protobuf text-format escapes (\\n, \\t, \\xNN, octal \\NNN, ...). They denote bytes, so the
+    result is decoded as UTF-8; bytes that are not UTF-8 stay visible as \\xNN."""
+    out, pos = bytearray(), 0
+    for m in _ESCAPE.finditer(raw):
+        out += raw[pos:m.start()].encode("utf-8")
+        e = m.group(1)
+        if e[0] == "x":
+            out.append(int(e[1:], 16))
+        elif e[0] in "01234567":
+            out.append(int(e, 8) & 0xFF)
+        elif e in _SIMPLE:
+            out.append(_SIMPLE[e])
+        else:
+            out += e.encode("utf-8")
+        pos = m.end()
+    out += raw[pos:].encode("utf-8")
+    return out.decode("utf-8", errors="backslashreplace")
+
+
 class _ToFields(Transformer):
     def __init__(self, path):
         super().__init__()
@@ -45,8 +69,7 @@ class _ToFields(Transformer):
         return f
 
     def string(self, items):
-        raw = str(items[0])[1:-1]
-        return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), raw)
+        return unescape(str(items[0])[1:-1])
 
     def number(self, items):
         text = str(items[0]).rstrip("fF")

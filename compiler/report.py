@@ -62,7 +62,7 @@ def print_table(analysis, training=None, depth=None, console=None) -> None:
     from rich.table import Table
     console = console or Console()
     from rich.markup import escape  # names are data: "[/x]" must not be read as rich markup
-    t = Table(title=f"{escape(_plain(analysis.network.name))}  (batch {analysis.batch}, {analysis.dtype})",
+    t = Table(title=f"{escape(plain(analysis.network.name))}  (batch {analysis.batch}, {analysis.dtype})",
               show_lines=False, header_style="bold", pad_edge=False, expand=False)
     t.add_column("layer", overflow="fold", max_width=28)
     t.add_column("type", max_width=12, overflow="ellipsis")
@@ -73,7 +73,7 @@ def print_table(analysis, training=None, depth=None, console=None) -> None:
     t.add_column("RF", justify="right")
     for name, typ, out, params, macc, flops, act, rf, fwd in _rows(analysis, depth):
         style = None if fwd else "dim"
-        t.add_row(escape(_plain(name)), typ, out, human(params) if params else "-", human(macc) if macc else "-",
+        t.add_row(escape(plain(name)), typ, out, human(params) if params else "-", human(macc) if macc else "-",
                   human_bytes(act) if act else "-", f"{rf[0]}" if rf[0] == rf[1] else f"{rf[0]}x{rf[1]}",
                   style=style)
     console.print(t)
@@ -102,7 +102,7 @@ CSV_FIELDS = ("name", "type", "inputs", "outputs", "output_shapes", "params", "b
               "activation_bytes", "param_bytes", "receptive_field", "jump")
 
 
-def _plain(text: str) -> str:
+def plain(text: str) -> str:
     """A name from a model file, safe on a terminal: control characters become escapes."""
     return re.sub(r"[\x00-\x1f\x7f]", lambda m: {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(
         m.group(), f"\\x{ord(m.group()):02x}"), text)
@@ -110,7 +110,7 @@ def _plain(text: str) -> str:
 
 def _md(text: str) -> str:
     """A name inside one Markdown line: no new lines, table cells or raw HTML from the model file."""
-    return _plain(text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;"))
+    return plain(text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;"))
 
 
 def render(analysis, fmt: str, training=None, depth=None) -> str:

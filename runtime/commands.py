@@ -10,13 +10,14 @@ import numpy as np
 
 from ..compiler.errors import NetcError
 from ..compiler.layers.base import fmt_shape
+from ..compiler.report import plain
 
 
 def _load(args):
     from ..compiler.network import load
     net = load(args.model, phase=getattr(args, "phase", "test"))
     for loc, msg in net.graph.graph.get("warnings", []):
-        print(f"{loc}: warning: {msg}", file=sys.stderr)
+        print(f"{loc}: warning: {plain(msg)}", file=sys.stderr)
     return net
 
 
@@ -70,7 +71,7 @@ def run_command(args) -> int:
         shape = ex._view(ex.inputs[name]).shape
         if x is None:
             feeds[name] = np.random.default_rng(args.seed + 1 + k).standard_normal(shape).astype(np.float32)
-            print(f"note: no --input; feeding random values to \"{name}\" {fmt_shape(shape)}", file=sys.stderr)
+            print(f"note: no --input; feeding random values to \"{plain(name)}\" {fmt_shape(shape)}", file=sys.stderr)
         elif isinstance(x, list):
             from .images import load_images
             _, attrs = _input_source(net, ex)
@@ -92,9 +93,9 @@ def run_command(args) -> int:
                 print(f"item {item}:")
             for rank, idx in enumerate(np.argsort(-scores[item], kind="stable")[:args.top], 1):
                 label = labels[idx] if labels and idx < len(labels) else ""
-                print(f"  {rank:>2}. {idx:>5}  {scores[item, idx]:.6f}  {label}")
+                print(f"  {rank:>2}. {idx:>5}  {scores[item, idx]:.6f}  {plain(label)}")
     else:
-        print(f'{out_name}: {fmt_shape(y.shape)}  min {y.min():.6g}  max {y.max():.6g}  mean {y.mean():.6g}')
+        print(f'{plain(out_name)}: {fmt_shape(y.shape)}  min {y.min():.6g}  max {y.max():.6g}  mean {y.mean():.6g}')
     if args.profile:
         _print_profile(ex.profile(feeds, repeat=5), sys.stdout)
     return 0
@@ -103,12 +104,12 @@ def run_command(args) -> int:
 def _print_profile(rows, f, limit=None) -> None:
     total = sum(r["seconds"] for r in rows) or 1e-30
     shown = sorted(rows, key=lambda r: -r["seconds"])[:limit] if limit else rows
-    w = max([len(r["name"]) for r in shown] + [5])
+    w = max([len(plain(r["name"])) for r in shown] + [5])
     print(f"{'layer':<{w}}  {'type':<20} {'ms':>8} {'share':>6} {'GFLOP/s':>8}  fused", file=f)
     for r in shown:
         gf = r["flops"] / r["seconds"] / 1e9 if r["seconds"] > 0 else 0.0
-        print(f"{r['name']:<{w}}  {r['type']:<20} {r['seconds'] * 1e3:8.3f} {r['seconds'] / total:6.1%} "
-              f"{gf:8.1f}  {'+'.join(r['layers'][1:])}", file=f)
+        print(f"{plain(r['name']):<{w}}  {r['type']:<20} {r['seconds'] * 1e3:8.3f} {r['seconds'] / total:6.1%} "
+              f"{gf:8.1f}  {plain('+'.join(r['layers'][1:]))}", file=f)
     print(f"{'total':<{w}}  {'':<20} {total * 1e3:8.3f}", file=f)
 
 
@@ -165,7 +166,7 @@ def bench_command(args) -> int:
         print(json.dumps(r, indent=2))
         return 0
     where = "CPU, numba + numpy sgemm" if r["target"] == "cpu" else "CUDA, numba-cuda kernels"
-    print(f"{r['network']}  batch {r['batch']}  {r['iters']} iterations ({where})")
+    print(f"{plain(r['network'])}  batch {r['batch']}  {r['iters']} iterations ({where})")
     print(f"  latency   median {r['median_ms']:.2f} ms  (p10 {r['p10_ms']:.2f}, p90 {r['p90_ms']:.2f}, "
           f"min {r['min_ms']:.2f})")
     print(f"  throughput {r['images_per_s']:.1f} images/s   {r['gflops']:.1f} GFLOP/s "
@@ -176,8 +177,8 @@ def bench_command(args) -> int:
     print(f"  arena {r['arena_bytes'] / 2**20:.2f} MiB (plan peak {r['peak_activation_bytes'] / 2**20:.2f} MiB)")
     print("  slowest layers:")
     for s in r["slowest"]:
-        fused = f"  (+{'+'.join(s['fused'])})" if s["fused"] else ""
-        print(f"    {s['layer']:<32} {s['type']:<20} {s['ms']:8.3f} ms {s['gflops']:8.1f} GFLOP/s{fused}")
+        fused = f"  (+{plain('+'.join(s['fused']))})" if s["fused"] else ""
+        print(f"    {plain(s['layer']):<32} {s['type']:<20} {s['ms']:8.3f} ms {s['gflops']:8.1f} GFLOP/s{fused}")
     return 0
 
 
@@ -203,12 +204,12 @@ def weights_command(args) -> int:
     net = _load(args)
     net.analyze(batch=1)
     keys = expected(net.graph)
-    w = max([len(k) for k in keys] + [3])
+    w = max([len(plain(k)) for k in keys] + [3])
     total = 0
     for k, s in keys.items():
         n = int(np.prod(s))
         total += n
-        print(f"{k:<{w}}  {fmt_shape(s):<22} {n:>12,}")
+        print(f"{plain(k):<{w}}  {fmt_shape(s):<22} {n:>12,}")
     print(f"{len(keys)} keys, {total:,} values (float32, {total * 4:,} bytes)")
     opt = optional(net.graph)
     if opt:

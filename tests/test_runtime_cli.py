@@ -131,3 +131,17 @@ def test_weights_file_round_trip(tmp_path):
     b = n.compile(weights=w)(x)
     c = n.compile(seed=1)(x)
     assert a.tobytes() == b.tobytes() == c.tobytes()
+
+
+def test_run_bench_weights_print_no_control_characters(tmp_path, capsys):
+    """Names from a model file reach the terminal as escapes, never as raw control sequences."""
+    p = tmp_path / "esc.prototxt"
+    p.write_text('input: "x" input_shape { dim: 1 dim: 2 dim: 4 dim: 4 }\n'
+                 'layer { name: "c\\x1b[2Jv" type: "Convolution" bottom: "x" top: "y\\x1b]0;pwn\\x07"\n'
+                 '  convolution_param { num_output: 2 kernel_size: 3 } }\n')
+    assert main(["run", str(p), "--profile"]) == 0
+    assert main(["bench", str(p), "--iters", "2"]) == 0
+    assert main(["weights", str(p)]) == 0
+    out, err = capsys.readouterr()
+    assert "\x1b" not in out + err and "\x07" not in out + err
+    assert "\\x1b[2Jv" in out and "y\\x1b]0;pwn\\x07" in out
