@@ -1,26 +1,49 @@
-"""netc's CPU target vs PyTorch eager (and ONNX Runtime when installed), batch 1, same weights.
+"""netc's CPU target vs ONNX Runtime and PyTorch eager, batch 1, same weights, one process.
 
-    python bench/cpu.py [--iters 20] [--models alexnet,resnet-50,vgg-16,googlenet] [--write]
+    python bench/cpu.py [--iters 20] [--threads 2] [--models alexnet,vgg-16,...] [--no-start] [--write]
 
-Both sides run in one process with 2 threads, in blocks (A B C A B C: interleaving single iterations
-lets one runtime's spinning thread pool starve the next); medians are reported. --write puts the table under
-"## CPU execution" in BENCHMARKS.md (replacing that section, leaving the others).
+All three run with the same number of threads (default 2) in short blocks, rotated (A B C A B C
+...: interleaving single iterations lets one runtime's thread pool starve the next); medians are
+reported, and the geometric mean of netc / ONNX Runtime over the models is the figure the CPU
+target is judged by. With --threads 1 the times are CPU seconds of the process, which other jobs
+on a shared machine barely disturb (wall clock is what counts, on a quiet machine).
+Cold start (`netc run vgg16` in a fresh process with an empty NETC_CACHE) and warm start (the
+same command again, same cache) are timed as wall clock of the subprocess. --write puts the
+results under "## CPU execution" in BENCHMARKS.md (replacing that section, leaving the others).
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import io
+import os
 import platform
 import re
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn.functional as F
 
-import netc
-from netc.runtime.commands import measure_sgemm
+def _threads_from_argv(argv) -> int:
+    """--threads, read before numpy is imported: OpenBLAS and numba size their pools on load."""
+    for k, a in enumerate(argv):
+        if a.startswith("--threads"):
+            return int(a.split("=", 1)[1] if "=" in a else argv[k + 1])
+    return 2
+
+
+THREADS = _threads_from_argv(sys.argv)
+for _var in ("OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS"):
+    os.environ[_var] = str(THREADS)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import netc  # noqa: E402
+from netc.runtime.commands import measure_sgemm  # noqa: E402
 
 REFS = Path("/work/shared/refs/caffe")
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,7 +107,7 @@ def onnx_session(model, x):
         f = io.BytesIO()
         torch.onnx.export(model, (torch.from_numpy(x),), f, dynamo=False, input_names=["x"])
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 2
+        opts.intra_op_num_threads = THREADS
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # spinning starves the others
         return ort.InferenceSession(f.getvalue(), opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # optional comparison: any missing piece just drops the column
@@ -92,7 +115,7 @@ def onnx_session(model, x):
         return None
 
 
-def bench_model(name: str, iters: int) -> dict:
+def bench_model(name: str, iters: int, clock=time.perf_counter) -> dict:
     net = netc.load(REFS / f"{name}.prototxt")
     t0 = time.perf_counter()
     ex = net.compile(batch=1)
@@ -110,14 +133,17 @@ def bench_model(name: str, iters: int) -> dict:
     if sess is not None:
         runs["onnxruntime"] = lambda: sess.run(None, {"x": x})
     times = {k: [] for k in runs}
+    rounds = 4  # blocks of iters / 4, rotated, so drift in the machine's load hits all
     with torch.inference_mode():
-        for _ in range(2):  # two rounds of blocks: A B C A B C, so drift in load hits all
+        for fn in runs.values():
+            fn(), fn()
+        for _ in range(rounds):
             for k, fn in runs.items():
-                fn(), fn()
-                for _ in range((iters + 1) // 2):
-                    t = time.perf_counter()
+                fn()
+                for _ in range(-(-iters // rounds)):
+                    t = clock()
                     fn()
-                    times[k].append(time.perf_counter() - t)
+                    times[k].append(clock() - t)
     med = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
     spread = {k: (float(np.percentile(v, 10)) * 1e3, float(np.percentile(v, 90)) * 1e3) for k, v in times.items()}
     flops = ex.analysis.totals["flops"]
@@ -125,47 +151,89 @@ def bench_model(name: str, iters: int) -> dict:
             "gflops": flops / med["netc"] / 1e6, "arena": ex.arena_bytes, "peak": ex.peak_bytes}
 
 
+def ratio(r, other: str) -> float | None:
+    m = r["median_ms"]
+    return m["netc"] / m[other] if other in m else None
+
+
+def geomean(xs) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return float(np.exp(np.mean(np.log(xs)))) if xs else None
+
+
 def table(results, peak) -> str:
-    cols = ["netc", "torch"] + (["onnxruntime"] if any("onnxruntime" in r["median_ms"] for r in results) else [])
-    head = "| model | " + " | ".join(f"{c} ms (p10-p90)" for c in cols) + \
-        " | torch / netc | netc GFLOP/s (% sgemm) | rel err vs torch | arena = plan peak (MiB) | first compile (s) |"
-    lines = [head, "|---|" + "--:|" * (len(cols) + 5)]
+    cols = ["netc", "onnxruntime", "torch"]
+    head = "| model | " + " | ".join(f"{c} ms (p10-p90)" for c in cols) + " | **netc / ORT** | netc / torch | " \
+        "netc GFLOP/s (% sgemm) | rel err vs torch | arena = plan peak (MiB) | first compile (s) |"
+    lines = [head, "|---|" + "--:|" * (len(cols) + 6)]
+    fmt = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
     for r in results:
         m, s = r["median_ms"], r["spread"]
         cells = [f"{m[c]:.1f} ({s[c][0]:.0f}-{s[c][1]:.0f})" if c in m else "-" for c in cols]
         same = "yes" if r["arena"] == r["peak"] else f"{r['arena'] / r['peak']:.2f}x"
-        lines.append(f"| {r['model']} | " + " | ".join(cells) + f" | {m['torch'] / m['netc']:.2f} | "
-                     f"{r['gflops']:.0f} ({r['gflops'] / peak:.0%}) | {r['rel_err']:.1e} | "
+        lines.append(f"| {r['model']} | " + " | ".join(cells) + f" | **{fmt(ratio(r, 'onnxruntime'))}** | "
+                     f"{fmt(ratio(r, 'torch'))} | {r['gflops']:.0f} ({r['gflops'] / peak:.0%}) | {r['rel_err']:.1e} | "
                      f"{r['peak'] / 2**20:.1f} ({same}) | {r['compile_s']:.1f} |")
+    if len(results) > 1:
+        lines.append(f"| **geometric mean** | | | | **{fmt(geomean(ratio(r, 'onnxruntime') for r in results))}** | "
+                     f"{fmt(geomean(ratio(r, 'torch') for r in results))} | | | | |")
     return "\n".join(lines)
+
+
+def start_times(model: str = "vgg16") -> dict:
+    """Wall seconds of `netc run MODEL` as a fresh process: with an empty compile cache (cold:
+    numba compiles every kernel) and again with the cache that run left (warm)."""
+    cmd = [sys.executable, "-m", "netc.cli", "run", model]
+    out = {}
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NETC_CACHE=cache)
+        for kind in ("cold", "warm"):
+            t = time.perf_counter()
+            subprocess.run(cmd, env=env, check=True, capture_output=True)
+            out[kind] = time.perf_counter() - t
+    return out
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--iters", type=int, default=20)
-    ap.add_argument("--models", default="alexnet,resnet-50,vgg-16,googlenet")
+    ap.add_argument("--models", default="alexnet,vgg-16,resnet-50,googlenet,squeezenet_v11")
+    ap.add_argument("--no-start", action="store_true", help="skip the cold/warm start runs")
+    ap.add_argument("--threads", type=int, default=2,
+                    help="threads for every runtime; with 1, times are the process's CPU seconds, "
+                         "which other jobs on a shared machine barely disturb")
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
+    clock = time.process_time if args.threads == 1 else time.perf_counter
     peak_before = measure_sgemm()
     results = []
     for name in args.models.split(","):
         print(f"{name} ...", flush=True)
-        results.append(bench_model(name, args.iters))
+        results.append(bench_model(name, args.iters, clock))
         print(table(results[-1:], peak_before))
     peak = max(peak_before, measure_sgemm())
     body = table(results, peak)
-    text = (f"## CPU execution\n\n`python bench/cpu.py --iters {args.iters}`: batch 1, fp32, {platform.machine()} "
-            f"with 2 cores, torch {torch.__version__} eager (`torch.set_num_threads(2)`, the IR walked with "
-            f"torch.nn.functional ops, no BatchNorm folding) vs netc's generated numba kernels + numpy "
-            f"OpenBLAS sgemm, same random weights and input, timed in alternating blocks. numpy sgemm 2048^3 "
-            f"measured in the same run: {peak:.0f} GFLOP/s. The machine was shared with other jobs, "
-            f"so p10-p90 spreads are wide; compare ratios, not absolute times.\n\n{body}\n")
+    if not args.no_start:
+        st = start_times()
+        print(f"start: cold {st['cold']:.1f} s, warm {st['warm']:.1f} s", flush=True)
+        body += (f"\n\n`netc run vgg16` as a fresh process (wall clock, random input): cold start (empty "
+                 f"NETC_CACHE) {st['cold']:.1f} s, warm start (second run, same cache) {st['warm']:.1f} s.")
+    import onnxruntime
+    what = "CPU seconds per run (`time.process_time`)" if args.threads == 1 else "wall-clock ms per run"
+    text = (f"{datetime.date.today()}, `python bench/cpu.py --iters {args.iters} --threads {args.threads}`: "
+            f"batch 1, fp32, {platform.machine()} with {os.cpu_count()} cores, {args.threads} thread(s) for "
+            f"each runtime; {what}. ONNX Runtime {onnxruntime.__version__} (spinning off; the torch model "
+            f"exported to ONNX) and torch {torch.__version__} eager (the IR walked with torch.nn.functional "
+            f"ops, no BatchNorm folding) vs netc's generated numba kernels + numpy OpenBLAS sgemm, same random "
+            f"weights and input, timed in rotating blocks in one process. numpy sgemm 2048^3 measured in the "
+            f"same run: {peak:.0f} GFLOP/s.\n\n{body}\n")
     print(text)
     if args.write:
         path = ROOT / "BENCHMARKS.md"
         old = path.read_text() if path.exists() else "# Benchmarks\n"
         pattern = re.compile(r"## CPU execution\n.*?(?=\n## |\Z)", re.S)
+        text = "## CPU execution\n\n" + text
         new = pattern.sub(lambda _: text.rstrip("\n") + "\n", old) if pattern.search(old) \
             else old.rstrip("\n") + "\n\n" + text
         path.write_text(new)

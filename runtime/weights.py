@@ -88,10 +88,12 @@ def random(g: nx.DiGraph, seed: int = 0) -> dict[str, np.ndarray]:
         elif kind in ("Convolution", "ConvolutionDepthwise", "Deconvolution", "InnerProduct"):
             fan_in = int(np.prod(shape[1:])) if kind != "InnerProduct" or \
                 not g.nodes[layer]["attrs"].get("transpose") else shape[0]
-            a = rng.normal(0.0, np.sqrt(2.0 / max(fan_in, 1)), shape)
+            # float32 draws: VGG-16's 138M weights in float64 dominated a warm `netc run`
+            a = rng.standard_normal(shape, dtype=np.float32)
+            a *= np.float32(np.sqrt(2.0 / max(fan_in, 1)))
         elif kind == "PReLU":
             a = rng.uniform(0.05, 0.3, shape)
         else:  # Scale, BatchNorm affine, Normalize: multipliers near one
             a = rng.uniform(0.5, 1.5, shape)
-        out[key] = a.astype(np.float32)
+        out[key] = a.astype(np.float32, copy=False)
     return out

@@ -347,3 +347,80 @@ def test_batch_two_and_generated_source_is_sanitized():
     x = np.zeros((1, 4, 17, 19), np.float32)
     with pytest.raises(NetcError, match="compiled for"):
         ex2(x)
+
+
+# ---- Winograd F(4x4, 3x3) ---------------------------------------------------------------------
+
+def test_winograd_matrices_compute_a_correlation_exactly():
+    """y = A^T [(G g) * (B^T d)] against the definition, in exact fractions, for Lavin's points
+    and the better-conditioned +-1/2 variant."""
+    from fractions import Fraction
+    from netc.compiler.codegen.cpu import winograd_matrices
+    rng = np.random.default_rng(0)
+    for points in [(0, 1, -1, 2, -2), (0, 1, -1, Fraction(1, 2), Fraction(-1, 2))]:
+        at, g, bt = winograd_matrices(points)
+        d = [Fraction(int(v)) for v in rng.integers(-9, 9, 6)]
+        w = [Fraction(int(v)) for v in rng.integers(-9, 9, 3)]
+        gw = [sum(g[j][k] * w[k] for k in range(3)) for j in range(6)]
+        bd = [sum(bt[j][k] * d[k] for k in range(6)) for j in range(6)]
+        y = [sum(at[i][j] * gw[j] * bd[j] for j in range(6)) for i in range(4)]
+        assert y == [sum(d[i + k] * w[k] for k in range(3)) for i in range(4)]
+    with pytest.raises(ValueError):
+        winograd_matrices((0, 1, 1, 2, -2))
+
+
+def winograd_net(n, c, h, w, co, pad, extra=""):
+    return inp(n, c, h, w) + layer("conv", "Convolution", "data", "y",
+                                   f"convolution_param {{ num_output: {co} kernel_size: 3 pad: {pad} }}") + extra
+
+
+@pytest.mark.parametrize("n,c,h,w,co,pad", [
+    (1, 16, 15, 17, 16, 1),     # partial last tiles
+    (2, 19, 13, 14, 23, 1),     # batch 2, odd channel counts, H and W not multiples of 4
+    (2, 17, 14, 13, 21, 0),     # no padding: output 12 x 11
+    (2, 24, 9, 11, 18, 2),      # pad 2: output larger than the input
+    (8, 32, 3, 5, 20, 1),       # smaller than one tile, 8 of them
+    (4, 16, 7, 7, 16, 1),       # 7 x 7: 2 x 2 tiles, 3 of them partial
+])
+def test_winograd_conv_matches_torch(n, c, h, w, co, pad):
+    ex, _ = check(winograd_net(n, c, h, w, co, pad), batch=n, all_blobs=False)
+    assert "k_wino_in" in ex.program.source and "k_im2col" not in ex.program.source
+
+
+def test_winograd_with_folded_batchnorm_scale_and_fused_relu():
+    extra = (layer("bn", "BatchNorm", "y", "y", "batch_norm_param { eps: 0.001 }")
+             + layer("sc", "Scale", "y", "y", "scale_param { bias_term: true }")
+             + layer("relu", "ReLU", "y", "y", "relu_param { negative_slope: 0.1 }")
+             + layer("conv2", "Convolution", "y", "z", "convolution_param { num_output: 16 kernel_size: 3 pad: 1 "
+                     "bias_term: false }") + layer("relu2", "ReLU", "z", "z"))
+    ex, _ = check(winograd_net(2, 20, 10, 15, 18, 1, extra), batch=2)
+    steps = ex.program.steps
+    assert [s.layers for s in steps] == [["conv", "bn", "sc", "relu"], ["conv2", "relu2"]]
+    assert ex.program.source.count("np.matmul(") == 2 and "k_im2col" not in ex.program.source
+
+
+def test_winograd_only_where_it_pays():
+    """3x3 stride 1 with enough channels: Winograd; the RGB first layer, strided, dilated or
+    grouped 3x3 convolutions: im2col."""
+    from netc.compiler.codegen.cpu import winograd_pays
+    assert winograd_pays(1, 64, 64, (3, 3), (1, 1), (1, 1), 16)
+    assert not winograd_pays(1, 3, 64, (3, 3), (1, 1), (1, 1), 16)
+    assert not winograd_pays(1, 64, 64, (3, 3), (2, 2), (1, 1), 16)
+    assert not winograd_pays(1, 64, 64, (3, 3), (1, 1), (2, 2), 16)
+    assert not winograd_pays(2, 64, 64, (3, 3), (1, 1), (1, 1), 16)
+    assert not winograd_pays(1, 64, 64, (5, 5), (1, 1), (1, 1), 16)
+    assert not winograd_pays(1, 512, 512, (3, 3), (1, 1), (1, 1), 4)   # ResNet's 7x7 maps
+    ex = netc.load(f"{REFS}/squeezenet_v11.prototxt").compile()
+    wino = {s.layers[0] for s in ex.program.steps if any(k.startswith("k_wino_in") for k in s.kernels)}
+    assert wino == {f"fire{k}/expand3x3" for k in range(2, 10)}   # conv1 (3 channels, stride 2): im2col
+
+
+def test_winograd_error_stays_small_through_a_deep_chain():
+    """Twelve Winograd layers in a row (VGG's depth of 3x3 convolutions): F(4x4, 3x3)'s larger
+    rounding error must not compound past the 1e-4 bar."""
+    text = inp(1, 24, 20, 20) + "".join(
+        layer(f"c{k}", "Convolution", "data" if k == 0 else f"c{k - 1}", f"c{k}",
+              "convolution_param { num_output: 24 kernel_size: 3 pad: 1 }")
+        + layer(f"r{k}", "ReLU", f"c{k}", f"c{k}") for k in range(12))
+    ex, got = check(text, batch=1, all_blobs=False)
+    assert sum(k.startswith("k_wino_in") for s in ex.program.steps for k in s.kernels) == 12

@@ -3,7 +3,8 @@ them, and the parameter arrays those steps read.
 
 Every kernel is specialized: shapes, strides and constants are literals in its source, so numba
 compiles straight-line index math. Matmul-shaped work (im2col convolutions, 1x1 convolutions,
-InnerProduct, Deconvolution) goes through numpy's BLAS sgemm, which beats anything numba
+InnerProduct, Deconvolution, and the 36 products of Winograd F(4x4, 3x3), used for 3x3 stride-1
+convolutions where it pays) goes through numpy's BLAS sgemm, which beats anything numba
 emits here (KERNELS.md); loops that BLAS cannot express (depthwise conv, pooling, LRN,
 pointwise) are numba loops, `parallel=True` only when the work is big enough to pay for threads.
 
@@ -44,7 +45,11 @@ VIEWS = {"Flatten", "Reshape"}
 UNSUPPORTED = {"PriorBox", "DetectionOutput", "ROIPooling", "Python"}
 AFFINE = {"BatchNorm", "Scale", "Bias"}
 POINTWISE = {"ReLU", "Clip", "Sigmoid", "TanH", "ELU", "AbsVal", "BNLL", "Power", "Dropout"}
-PAR_MIN = 1 << 15   # elements of work below which a kernel runs on one thread
+# Work (elements x a per-kernel cost factor) below which a kernel runs on one thread: each
+# parallel kernel is a fork-join, and on 2 shared cores waking the second thread can cost more
+# than the ~100 us of work it would take over (1 << 15 -> 1 << 18 made SqueezeNet, GoogLeNet and
+# ResNet-50 faster at 2 threads on a loaded machine).
+PAR_MIN = 1 << 18
 
 
 @dataclass
@@ -52,6 +57,7 @@ class Step:
     ident: str           # the generated function's name
     layers: list         # IR nodes this step computes (first = the one that names it)
     type: str
+    kernels: list = field(default_factory=list)   # generated kernels it calls, in order
 
 
 @dataclass
@@ -125,6 +131,77 @@ def act_lines(d: dict) -> list[str] | None:
     if t == "Dropout":
         return []
     return None
+
+
+# Winograd F(4x4, 3x3): interpolation points (plus infinity). Lavin's 0, +-1, +-2 keep the
+# transforms' coefficients small integers (exact in float32).
+WINOGRAD_POINTS = (0, 1, -1, 2, -2)
+WINOGRAD_MIN_CHANNELS = 16   # below this (first layers: C = 3) im2col + one sgemm is faster
+WINOGRAD_MIN_TILES = 16
+
+
+def winograd_matrices(points, m: int = 4, r: int = 3):
+    """(A^T, G, B^T) of F(m, r) by Toom-Cook on `points` plus infinity, as exact fractions:
+    y = A^T [(G g) * (B^T d)] is the correlation of d (m + r - 1 values) with g (r taps)."""
+    from fractions import Fraction
+    n = m + r - 1
+    p = [Fraction(x) for x in points]
+    if len(p) != n - 1 or len(set(p)) != n - 1:
+        raise ValueError(f"F({m}, {r}) needs {n - 1} distinct finite points")
+    at = [[p[j] ** k for j in range(n - 1)] + [Fraction(int(k == m - 1))] for k in range(m)]
+    g = []
+    for j in range(n - 1):
+        f = Fraction(1)
+        for l in range(n - 1):
+            f *= (p[j] - p[l]) if l != j else 1
+        g.append([p[j] ** k / f for k in range(r)])
+    g.append([Fraction(int(k == r - 1)) for k in range(r)])
+    bt = []
+    for j in range(n):   # coefficients of prod_{l != j} (x - p_l); all l for the infinite point
+        poly = [Fraction(1)]
+        for l in range(n - 1):
+            if l != j:
+                poly = [Fraction(0)] + poly
+                for k in range(len(poly) - 1):
+                    poly[k] -= p[l] * poly[k + 1]
+        bt.append(poly + [Fraction(0)] * (n - len(poly)))
+    return at, g, bt
+
+
+def winograd_pays(groups, c, co, kernel, stride, dilation, tiles) -> bool:
+    """F(4x4, 3x3) for 3x3 stride-1 convolutions with enough channels and enough 4x4 output
+    tiles (over the batch): its weights are 4x im2col's, so on 7x7 maps (4 tiles) reading
+    them costs more than the multiplies it saves. Measured vs im2col: 2.3x slower at 7x7 with
+    512 channels; 0.73-1.09x at 13x13-14x14 (16 tiles); 0.3-0.5x from 28x28 up (BENCHMARKS.md)."""
+    return (groups == 1 and tuple(kernel) == (3, 3) and tuple(stride) == (1, 1)
+            and tuple(dilation) == (1, 1) and min(c, co) >= WINOGRAD_MIN_CHANNELS
+            and tiles >= WINOGRAD_MIN_TILES)
+
+
+def indent(lines: list[str], spaces: int) -> str:
+    return "\n".join(" " * spaces + line for line in lines)
+
+
+def neg_power(u: str, beta: float) -> str:
+    """u ** -beta as source; Caffe's default beta 0.75 with square roots (no exp/log)."""
+    if beta == 0.75:
+        return f"(ONE / (np.sqrt({u}) * np.sqrt(np.sqrt({u}))))"
+    return f"{u} ** np.float32({-beta!r})"
+
+
+def lincomb(coeffs, names) -> str:
+    """sum(c * name) as source, zero terms dropped, +-1 without a multiply."""
+    terms = []
+    for c, nm in zip(coeffs, names):
+        c = float(c)
+        if c == 0:
+            continue
+        sign = "-" if c < 0 else "+"
+        terms.append(f"{sign} {nm}" if abs(c) == 1 else f"{sign} {f32(abs(c))} * {nm}")
+    if not terms:
+        return "Z"
+    head = terms[0][2:] if terms[0][0] == "+" else "-" + terms[0][2:]
+    return " ".join([head] + terms[1:])
 
 
 def affine_of(g, n, w) -> tuple[np.ndarray, np.ndarray] | None:
@@ -207,15 +284,19 @@ class Lowering:
         self.params.append(np.ascontiguousarray(arr, dtype=np.float32))
         return self.bind(f"P[{len(self.params) - 1}]", "p")
 
-    def scratch_view(self, shape) -> str:
-        self.scratch = max(self.scratch, numel(shape))
-        return self.bind(f"S[:{numel(shape)}].reshape({tuple(int(s) for s in shape)!r})", "s")
+    def scratch_view(self, shape, offset: int = 0) -> str:
+        """A view of the scratch array at `offset` floats; steps run one at a time, so every
+        step may reuse the whole scratch."""
+        end = offset + numel(shape)
+        self.scratch = max(self.scratch, end)
+        return self.bind(f"S[{offset}:{end}].reshape({tuple(int(s) for s in shape)!r})", "s")
 
     def step(self, nodes: list, body: list[str]) -> None:
         head = nodes[0]
         ident = self.ns.create("s_", head)
         self.prog.step_at[head] = len(self.prog.steps)
-        self.prog.steps.append(Step(ident, list(nodes), self.g.nodes[head]["type"]))
+        kernels = re.findall(r"\b(k_\w+)\(", "\n".join(body))
+        self.prog.steps.append(Step(ident, list(nodes), self.g.nodes[head]["type"], kernels))
         self.prog.hidden.update(nodes[:-1])
         self.bodies.append(f"def {ident}():\n" + textwrap.indent("\n".join(body) or "pass", "    "))
 
@@ -308,7 +389,7 @@ ACTS
         G = C if d["type"] == "ConvolutionDepthwise" else a["group"]
         KH, KW = a["kernel"]
         (SH, SW), (PH, PW), (DH, DW) = a["stride"], a["pad"], a["dilation"]
-        wt = self.w[f"{n}.weight"].astype(np.float64)
+        wt = self.w[f"{n}.weight"]   # float32; float64 only when folding rescales it
         b = self.w[f"{n}.bias"].astype(np.float64) if a["bias_term"] else np.zeros(CO)
         extra, mul_add, acts = self.absorb(n, fold=True)
         if mul_add is not None:
@@ -339,6 +420,9 @@ ACTS
                                 y[n, c, oh, ow] = v
                 """, N * CO * OH * OW * KH * KW, acts)
             self.step([n, *extra], [f"{k}({x}, {w}, {bias}, {y})"])
+            return [n, *extra]
+        if winograd_pays(G, C, CO, (KH, KW), (SH, SW), (DH, DW), N * -(-OH // 4) * -(-OW // 4)):
+            self.step([n, *extra], self._winograd(d, wt, bias, (out, 0), acts))
             return [n, *extra]
         CG, OG, K = C // G, CO // G, C // G * KH * KW
         L = OH * OW
@@ -382,6 +466,92 @@ ACTS
         return [n, *extra]
 
     lower_ConvolutionDepthwise = lower_Convolution
+
+    def _winograd(self, d, wt, bias, out_key, acts) -> list[str]:
+        """3x3 stride-1 convolution as Winograd F(4x4, 3x3): 36 batched sgemms [CO, C] x [C, T]
+        over all tiles T of all images, between a numba input transform (6x6 tiles, stride 4,
+        zero padding) and a numba output transform with bias and activations fused."""
+        (N, C, H, W), (_, CO, OH, OW) = d["in_shapes"][0], d["shapes"][0]
+        PH, PW = d["attrs"]["pad"]
+        TH, TW = -(-OH // 4), -(-OW // 4)
+        T = N * TH * TW
+        AT, G, BT = (np.array(m, dtype=np.float64) for m in winograd_matrices(WINOGRAD_POINTS))
+        # U = G g G^T per (co, c) as one sgemm with kron(G, G) (36 x 9): two tensordots with
+        # their transposed copies took seconds of VGG-16's warm start
+        kron = np.kron(G, G).astype(np.float32)
+        u = (kron @ wt.astype(np.float32, copy=False).reshape(CO * C, 9).T).reshape(36, CO, C)
+        x, y = self.view(d["inputs"][0], (N * C, H, W)), self.view(out_key, (N * CO, OH, OW))
+        v = self.scratch_view((36, C, T))
+        m = self.scratch_view((36, CO, T), 36 * C * T)
+        kin = self._winograd_input(BT, (N, C, H, W), (PH, PW), (TH, TW))
+        kout = self._winograd_output(AT, (N, CO, OH, OW), (TH, TW), acts)
+        return [f"{kin}({x}, {v})", f"np.matmul({self.param(u)}, {v}, out={m})", f"{kout}({m}, {bias}, {y})"]
+
+    def _winograd_input(self, BT, shape, pad, tiles) -> str:
+        """x [N*C, H, W] -> v [36, C, T]: per channel and tile row, the 6 padded input rows, their
+        vertical transform (vectorized along the row), then the horizontal one per tile."""
+        (N, C, H, W), (PH, PW), (TH, TW) = shape, pad, tiles
+        WP = 4 * TW + 2
+        dl, ql = [f"d{j}" for j in range(6)], [f"q{j}" for j in range(6)]
+        rows = indent([f"Q[{k}, w] = {lincomb(BT[k], dl)}" for k in range(6)], 28)
+        cols = indent([f"v[i * 6 + {k}, c, t] = {lincomb(BT[k], ql)}" for k in range(6)], 32)
+        kin = self.kernel("wino_in", f"""
+            def NAME(x, v):
+                for r in range({i(N * C)}):
+                    n = r // {i(C)}
+                    c = r % {i(C)}
+                    P = np.zeros((6, {i(WP)}), np.float32)
+                    Q = np.empty((6, {i(WP)}), np.float32)
+                    for th in range({i(TH)}):
+                        for j in range(6):
+                            h = th * 4 - {i(PH)} + j
+                            if h >= 0 and h < {i(H)}:
+                                for w in range({i(W)}):
+                                    P[j, {i(PW)} + w] = x[r, h, w]
+                            else:
+                                for w in range({i(WP)}):
+                                    P[j, w] = Z
+                        for w in range({i(WP)}):
+                            {"; ".join(f"d{j} = P[{j}, w]" for j in range(6))}
+{rows}
+                        for i in range(6):
+                            for tw in range({i(TW)}):
+                                {"; ".join(f"q{j} = Q[i, tw * 4 + {j}]" for j in range(6))}
+                                t = (n * {i(TH)} + th) * {i(TW)} + tw
+{cols}
+            """, N * C * H * W * 40)
+        return kin
+
+    def _winograd_output(self, AT, shape, tiles, acts) -> str:
+        """m [36, CO, T] -> y [N*CO, OH, OW]: per output channel and tile row, the horizontal
+        transform per tile, then the vertical one along whole rows with bias and activations;
+        rows and columns past OH, OW (partial last tiles) are never written."""
+        (N, CO, OH, OW), (TH, TW) = shape, tiles
+        ml = [f"m{j}" for j in range(6)]
+        rl = [f"R[{j}, w]" for j in range(6)]
+        rcols = indent([f"R[i, tw * 4 + {q}] = {lincomb(AT[q], ml)}" for q in range(4)], 32)
+        outs = "\n".join(f"""
+                        if th * 4 + {p} < {i(OH)}:
+                            for w in range({i(OW)}):
+                                v = {lincomb(AT[p], rl)} + bc
+ACTS
+                                y[r, th * 4 + {p}, w] = v""" for p in range(4))
+        kout = self.kernel("wino_out", f"""
+            def NAME(m, b, y):
+                for r in range({i(N * CO)}):
+                    n = r // {i(CO)}
+                    co = r % {i(CO)}
+                    bc = b[co]
+                    R = np.empty((6, {i(4 * TW)}), np.float32)
+                    for th in range({i(TH)}):
+                        t0 = (n * {i(TH)} + th) * {i(TW)}
+                        for i in range(6):
+                            for tw in range({i(TW)}):
+                                {"; ".join(f"m{j} = m[i * 6 + {j}, co, t0 + tw]" for j in range(6))}
+{rcols}
+{outs}
+            """, N * CO * OH * OW * 20, acts)
+        return kout
 
     def lower_Deconvolution(self, n):
         d, a, (N, C, H, W), (_, CO, OH, OW) = self._io(n)
@@ -430,7 +600,7 @@ ACTS
         O = a["num_output"]
         K = REGISTRY["InnerProduct"].fan_in(xs, a)
         R = numel(ys) // O
-        wt = self.w[f"{n}.weight"].astype(np.float64)
+        wt = self.w[f"{n}.weight"]   # float32 (VGG's fc6 is 400 MB): no float64 copy unless folded
         if a["transpose"]:
             wt = wt.T                                   # -> (O, K)
         b = self.w[f"{n}.bias"].astype(np.float64) if a["bias_term"] else np.zeros(O)
@@ -579,11 +749,25 @@ ACTS
         (KH, KW), (SH, SW), (PH, PW) = REGISTRY["Pooling"].geometry((N, C, H, W), a)
         x, y = self.view(d["inputs"][0], (N * C, H, W)), self.view((n, 0), (N * C, OH, OW))
         if a["pool"] == "MAX":
-            init, acc, fin = "m = np.float32(-3.4028234663852886e38)", "m = max(m, x[r, ih, iw])", "m"
+            init, acc, fin = "m = np.float32(-3.4028234663852886e38)", "m = max(m, x[r, IH, IW])", "m"
+            fin_full = "m"
         elif a["pool"] == "AVE":
-            init, acc, fin = "m = Z", "m += x[r, ih, iw]", "m / np.float32((he - hs) * (we - ws))"
+            init, acc, fin = "m = Z", "m += x[r, IH, IW]", "m / np.float32((he - hs) * (we - ws))"
+            fin_full = f"m / np.float32({i(KH * KW)})"
         else:
             raise NetcError(f'layer "{n}": STOCHASTIC pooling has no inference kernel', d["loc"])
+        # windows wholly inside the input (most of them) get constant trip counts; the border
+        # ones (padding, Caffe's ceil-mode last window) the clipped loops
+        owa = -(-PW // SW)
+        owb = max(min((W + PW - KW) // SW + 1, OW), owa)
+        clipped = f"""
+                            ws = ow * {i(SW)} - {i(PW)}
+                            we = min(ws + {i(KW)}, {i(W + PW)})
+                            {init}
+                            for ih in range(h0, h1):
+                                for iw in range(max(ws, 0), min(we, {i(W)})):
+                                    {acc.replace("IH", "ih").replace("IW", "iw")}
+                            y[r, oh, ow] = {fin}"""
         k = self.kernel("pool", f"""
             def NAME(x, y):
                 for r in range({i(N * C)}):
@@ -592,16 +776,18 @@ ACTS
                         he = min(hs + {i(KH)}, {i(H + PH)})
                         h0 = max(hs, 0)
                         h1 = min(he, {i(H)})
-                        for ow in range({i(OW)}):
+                        full = h0 == hs and h1 == hs + {i(KH)}
+                        a0 = {i(owa)} if full else {i(OW)}
+                        a1 = {i(owb)} if full else {i(OW)}
+                        for ow in range(a0, a1):
                             ws = ow * {i(SW)} - {i(PW)}
-                            we = min(ws + {i(KW)}, {i(W + PW)})
-                            w0 = max(ws, 0)
-                            w1 = min(we, {i(W)})
                             {init}
-                            for ih in range(h0, h1):
-                                for iw in range(w0, w1):
-                                    {acc}
-                            y[r, oh, ow] = {fin}
+                            for ih in range({i(KH)}):
+                                for iw in range({i(KW)}):
+                                    {acc.replace("IH", "hs + ih").replace("IW", "ws + iw")}
+                            y[r, oh, ow] = {fin_full}
+                        for ow in range(a0):{clipped}
+                        for ow in range(a1, {i(OW)}):{clipped}
             """, N * C * OH * OW * KH * KW)
         self.step([n], [f"{k}({x}, {y})"])
 
@@ -616,14 +802,14 @@ ACTS
                     for r in range({i(N * C)}):
                         n = r // {i(C)}
                         c = r % {i(C)}
-                        lo = max(c - {i(pre)}, 0)
-                        hi = min(c - {i(pre)} + {i(size)}, {i(C)})
-                        for j in range({i(H * W)}):
-                            s = Z
-                            for cc in range(lo, hi):
+                        s = np.zeros({i(H * W)}, np.float32)
+                        for cc in range(max(c - {i(pre)}, 0), min(c - {i(pre)} + {i(size)}, {i(C)})):
+                            for j in range({i(H * W)}):
                                 t = x[n, cc, j]
-                                s += t * t
-                            y[n, c, j] = x[n, c, j] * (np.float32({a['k']!r}) + np.float32({a['alpha'] / size!r}) * s) ** np.float32({-beta!r})
+                                s[j] += t * t
+                        for j in range({i(H * W)}):
+                            u = np.float32({a['k']!r}) + np.float32({a['alpha'] / size!r}) * s[j]
+                            y[n, c, j] = x[n, c, j] * {neg_power("u", beta)}
                 """, N * C * H * W * size)
         else:
             x, y = self.view(d["inputs"][0], (N * C, H, W)), self.view((n, 0), (N * C, H, W))
@@ -637,7 +823,8 @@ ACTS
                                     for iw in range(max(w - {i(pre)}, 0), min(w - {i(pre)} + {i(size)}, {i(W)})):
                                         t = x[r, ih, iw]
                                         s += t * t
-                                y[r, h, w] = x[r, h, w] * (ONE + np.float32({a['alpha'] / size ** 2!r}) * s) ** np.float32({-beta!r})
+                                u = ONE + np.float32({a['alpha'] / size ** 2!r}) * s
+                                y[r, h, w] = x[r, h, w] * {neg_power("u", beta)}
                 """, N * C * H * W * size * size)
         self.step([n], [f"{k}({x}, {y})"])
 
