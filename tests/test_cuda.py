@@ -5,7 +5,8 @@
    that use every layer type the CPU target runs; their outputs must match the CPU target and
    PyTorch (float64, tests/test_runtime.py's reference) to 1e-4 relative L2.
 2. Every generated non-GEMM kernel of the zoo and of the analyzable refs/caffe networks compiles
-   to PTX and `ptxas -v` reports no spills (the GEMM kernels have their own test).
+   to PTX and `ptxas -v` reports no spills (the GEMM kernels have their own test); one kernel of
+   each kind, at realistic sizes, has int32 index math and no float64 in its PTX.
 3. The CLI: `run --gpu` without a GPU is a clear error; `build --target cuda` writes the module,
    PTX per kernel and a manifest.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -59,6 +61,31 @@ CONCAT_NET = inp(1, 3, 6, 7) + "".join([
 ])
 
 
+# long softmax axes get a block per row (shared-memory max and sum trees): a row longer than
+# the block (300 > 256 threads), one shorter than it (130 of 256), rows strided by an inner
+# extent (axis 1 of (1, 130, 3)); a short axis keeps one thread per row
+SOFTMAX_NET = inp(2, 300) + inp(1, 130, 3, name="x2") + "".join([
+    layer("long", "Softmax", "data", "long"),
+    layer("strided", "Softmax", "x2", "strided"),
+    layer("short", "Softmax", "x2", "short", "softmax_param { axis: 2 }"),
+])
+
+
+# channel concat at batch 2: producers whose kernels write with the concat's per-image stride
+# (a GEMM conv with its ReLU, a depthwise conv, PReLU, LRN, a nested concat's producers) and
+# one that cannot (a deconvolution: its own buffer, copied); CONCAT_NET at batch 2 as well
+CONCAT2_NET = inp(2, 3, 6, 7) + "".join([
+    layer("a", "Convolution", "data", "a", "convolution_param { num_output: 4 kernel_size: 3 pad: 1 }"),
+    layer("a_relu", "ReLU", "a", "a"),
+    layer("up", "Deconvolution", "data", "up", "convolution_param { num_output: 2 kernel_size: 1 }"),
+    layer("dw", "ConvolutionDepthwise", "data", "dw", "convolution_param { num_output: 3 kernel_size: 3 pad: 1 }"),
+    layer("pr", "PReLU", "dw", "pr"),
+    layer("ln", "LRN", "data", "ln", "lrn_param { local_size: 3 alpha: 0.5 beta: 0.75 }"),
+    layer("cat", "Concat", ["a", "up", "pr", "ln"], "cat"),
+    layer("mix", "Convolution", "cat", "mix", "convolution_param { num_output: 3 kernel_size: 1 }"),
+])
+
+
 def hostile_net() -> str:
     """Layer and blob names from test_errors.HOSTILE on a small conv network."""
     h = [_quote(s) for s in HOSTILE]
@@ -85,6 +112,12 @@ CASES = {
     "edge": (EDGE_NET, 2, False),
     "concat": (CONCAT_NET, 1, True),
     "hostile": (hostile_net(), 1, False),
+    "softmax": (SOFTMAX_NET, 2, False),
+    "concat_b2": (CONCAT_NET, 2, False),
+    "concat2": (CONCAT2_NET, 2, False),
+    # the int64 fallback of the non-GEMM kernels (offsets past int32), forced on small networks
+    "wide_pool": (POOL_NET, 1, False),
+    "wide_point": (POINT_NET, 1, False),
 }
 
 
@@ -99,7 +132,9 @@ def simulate(case: str) -> dict:
     against the torch reference, per blob."""
     from netc.compiler.network import loads
     from test_runtime import torch_forward
+    from netc.compiler.codegen import cuda as cuda_codegen
     text, batch, all_blobs = CASES[case]
+    cuda_codegen.INT32_INDEX_LIMIT = 0 if case.startswith("wide") else cuda_codegen.gemm.INDEX_LIMIT
     net = loads(text, path="x.prototxt")
     ex = net.compile(target="cuda", batch=batch)
     cpu = net.compile(target="cpu", batch=batch)
@@ -184,6 +219,31 @@ def test_sim_concat_producers_write_their_slices():
     assert r["arena_bytes"] < r["cpu_arena_bytes"]
 
 
+def test_sim_softmax_rows_per_block():
+    r = check_case("softmax")
+    assert r["source"].count("cuda.syncthreads()") >= 4 and "k_softmaxrow_" in r["source"]
+    assert "k_softmax_" in r["source"]
+
+
+def test_sim_int64_index_fallback():
+    """Past the int32 range the kernels keep numba's int64 index math (no int32 casts)."""
+    for case in ("wide_pool", "wide_point"):
+        r = check_case(case)
+        kernels = r["source"].split("@cuda.jit")[1:]
+        own = [k for k in kernels if "k_conv_" not in k and "k_fc_" not in k]
+        assert own and not any("int32(" in k for k in own), case
+
+
+def test_sim_concat_slices_with_an_image_stride_at_batch_two():
+    r = check_case("concat_b2")
+    # a, b (GEMM convs) and e (eltwise) write strided slices; inner (a concat: copies) is
+    # copied into cat like p and the network input
+    assert r["concat_launches"] == {"inner": 0, "cat": 3}, r["concat_launches"]
+    assert r["arena_bytes"] < r["cpu_arena_bytes"]
+    r = check_case("concat2")
+    assert r["concat_launches"] == {"cat": 1}, r["concat_launches"]     # only the deconvolution
+
+
 def test_sim_hostile_names_stay_out_of_the_source():
     r = check_case("hostile")
     for name in HOSTILE:
@@ -249,6 +309,60 @@ def test_every_non_gemm_kernel_assembles_without_spills(refs):
     seconds = time.perf_counter() - t0
     print(f"{len(models)} networks, {len(kernels)} distinct kernels, {checked} assembled in {seconds:.0f} s")
     assert len(kernels) > 100 and {"k_pool", "k_lrn", "k_dwconv", "k_softmax", "k_eltwise"} <= kinds
+
+
+# realistic layer shapes (GoogLeNet/AlexNet/MobileNet sizes) for one kernel of each kind;
+# batch 2, so the concat copies
+KINDS_NET = inp(2, 64, 56, 56) + "".join([
+    layer("pool", "Pooling", "data", "pool", "pooling_param { pool: MAX kernel_size: 3 stride: 2 }"),
+    layer("apool", "Pooling", "data", "apool", "pooling_param { pool: AVE kernel_size: 3 stride: 1 pad: 1 }"),
+    layer("lrn", "LRN", "pool", "lrn", "lrn_param { local_size: 5 alpha: 0.0001 beta: 0.75 }"),
+    layer("lrnw", "LRN", "pool", "lrnw", "lrn_param { local_size: 3 alpha: 0.0001 beta: 0.75 norm_region: WITHIN_CHANNEL }"),
+    layer("dw", "ConvolutionDepthwise", "pool", "dw", "convolution_param { num_output: 64 kernel_size: 3 pad: 1 }"),
+    layer("dw_bn", "BatchNorm", "dw", "dw"),
+    layer("dw_relu", "ReLU", "dw", "dw"),
+    layer("up", "Deconvolution", "lrn", "up", "convolution_param { num_output: 32 kernel_size: 4 stride: 2 pad: 1 }"),
+    layer("bn", "BatchNorm", "lrnw", "bn"),
+    layer("sum", "Eltwise", ["dw", "bn"], "sum"),
+    layer("sum_relu", "ReLU", "sum", "sum"),
+    layer("prelu", "PReLU", "sum", "prelu"),
+    layer("sig", "Sigmoid", "pool", "sig"),
+    layer("cat", "Concat", ["sig", "prelu"], "cat"),
+    layer("shuf", "ShuffleChannel", "cat", "shuf", "shuffle_channel_param { group: 4 }"),
+    layer("l2", "Normalize", "shuf", "l2", "norm_param { across_spatial: false }"),
+    layer("l2s", "Normalize", "shuf", "l2s", "norm_param { across_spatial: true }"),
+    layer("gap", "Pooling", "l2", "gap", "pooling_param { pool: AVE global_pooling: true }"),
+    layer("fc", "InnerProduct", "gap", "fc", "inner_product_param { num_output: 1000 }"),
+    layer("prob", "Softmax", "fc", "prob"),
+    layer("segprob", "Softmax", "pool", "segprob"),
+])
+NARROW_KINDS = {"k_pool", "k_lrn", "k_lrnwc", "k_dwconv", "k_deconv", "k_affine", "k_eltwise", "k_prelu",
+                "k_sigmoid", "k_copy", "k_l2norm", "k_softmax", "k_softmaxrow"}
+
+
+def test_index_math_is_32_bit_and_constants_float32(tmp_path, monkeypatch):
+    """One kernel of each kind for a realistic layer: its PTX has no float64 instruction, no
+    64-bit division or remainder (nor the multiply-high sequence NVVM makes of a division by a
+    constant) and no signed 64-bit compare (int32/uint32 index math, KERNELS.md). With the offsets
+    forced past int32 the same kernels fall back to int64 index math and still assemble."""
+    from netc.compiler.codegen import cuda as cuda_codegen
+    from netc.compiler.codegen.ptx import compile_kernel_ptx
+    model = tmp_path / "kinds.prototxt"
+    model.write_text(KINDS_NET, encoding="utf-8")
+    for wide in (False, True):
+        monkeypatch.setattr(cuda_codegen, "INT32_INDEX_LIMIT", 0 if wide else cuda_codegen.gemm.INDEX_LIMIT)
+        first = {}
+        for src, (_, name) in own_kernels(model).items():
+            first.setdefault(name.rsplit("_", 1)[0], (src, name))
+        assert set(first) == NARROW_KINDS, set(first) ^ NARROW_KINDS
+        for kind, (src, name) in sorted(first.items()):
+            assert ("int32(" in src) != wide, (kind, src)
+            ptx = compile_kernel_ptx(src, name)
+            body = ptx[ptx.index(".entry"):]
+            assert ".f64" not in body, (kind, wide, src)
+            if not wide:   # 64-bit division, its multiply-high form, int64 compares (wraparound checks)
+                bad = re.findall(r"\b(?:(?:div|rem|mul\.hi)\.[su]64|setp\.\w+\.s64)\b", body)
+                assert not bad, (kind, bad, src)
 
 
 # ---- the CLI -------------------------------------------------------------------------------------

@@ -5,14 +5,17 @@ Every kernel takes exactly two arrays, `(A, P)`: A is the activation arena (laid
 buffer plan as the CPU target), P the packed parameters. Offsets, shapes and strides are
 literals in each kernel's source (per-array launch overhead, KERNELS.md). Convolutions and
 InnerProduct go through the tiled implicit-GEMM generators of `cuda_gemm`; everything else is a
-one-thread-per-output kernel from the templates here.
+one-thread-per-output kernel from the templates here (a block per row for long softmax rows and
+across-spatial Normalize), with int32/uint32 index math and float32 constants (see `ix`).
 
 The fusion decisions are the CPU target's (`cpu.Lowering.absorb`): BatchNorm/Scale/Bias folded
 into conv/fc weights, pointwise activations run in the producer's epilogue. On top of that, a
 Concat's producers write straight into their slice of the concatenated buffer when the slice is
-contiguous (outer extent 1, e.g. channel concat at batch 1): the concat buffer's lifetime then
-starts at its earliest producer, and the producers' own buffers, never touched, are dropped from
-the arena (a second layout pass).
+contiguous (outer extent 1, e.g. channel concat at batch 1) or, for a channel concat at batch > 1,
+when the producer's kernel writes with the concat's per-image stride (GEMM and depthwise
+convolutions, pooling, LRN, eltwise, affine, PReLU, pointwise; any other keeps its own buffer and
+the concat copies it): the concat buffer's lifetime then starts at its earliest producer, and the
+producers' own buffers, never touched, are dropped from the arena (a second layout pass).
 
 Names from the model never reach the source: kernels are named `k_<kind>_<n>`, and which layer
 runs which kernel is data (`Program.steps`).
@@ -20,6 +23,7 @@ runs which kernel is data (`Program.steps`).
 from __future__ import annotations
 
 import math
+import re
 import textwrap
 from dataclasses import dataclass, field
 
@@ -43,6 +47,10 @@ from numba import cuda, float32, int32, uint32
 '''
 
 BLOCK = 256
+GRID1 = "i = int32(int32(cuda.blockIdx.x) * int32(cuda.blockDim.x) + int32(cuda.threadIdx.x))"
+INT32_INDEX_LIMIT = gemm.INDEX_LIMIT   # offsets (+ a margin for thread indices) below this: int32 math
+SOFTMAX_BLOCK_MIN = 128       # axis length from which a softmax row gets a block of its own
+WIDE_INT = re.compile(r"\bu?int32\(")
 PARAM_ALIGN = 32     # floats: parameter blocks start on 128-byte boundaries
 
 
@@ -73,6 +81,7 @@ class Program:
     step_at: dict = field(default_factory=dict)     # node -> step index run when it is reached
     hidden: set = field(default_factory=set)        # nodes whose output was fused away
     unused: set = field(default_factory=set)        # buffer ids no kernel touches
+    unstrided: set = field(default_factory=set)     # outputs that could not write a strided concat slice
 
 
 def f32(x: float) -> str:
@@ -124,15 +133,43 @@ def act_lines(d: dict) -> list[str] | None:
     return None
 
 
+# Index math. numba types Python ints and cuda.grid(1) as int64: signed 64-bit index math costs
+# wraparound checks, and floor division/modulo on signed values a correction sequence on every
+# access (KERNELS.md). The templates wrap each index in int32(...) (LLVM then computes it in 32
+# bits), divide and take remainders of non-negative values as uint32, and subscript with uint32
+# (no negative-index wraparound). Lowering.index_math drops these casts, back to int64, when an
+# offset can pass the int32 range.
+def ix(e) -> str:
+    """An int32 index expression."""
+    return f"int32({e})"
+
+
+def ux(*terms) -> str:
+    """A subscript: the sum of `terms`, none ever negative. Each term is a uint32 and the sum is
+    taken in 64 bits, where it cannot wrap: constant parts then fold into the load's address
+    (a uint32 sum could wrap, so every access would need its own 64-bit address arithmetic)."""
+    return " + ".join(f"uint32({t})" for t in terms)
+
+
+def udiv(a, c) -> str:
+    """a // c for a >= 0, c > 0 (uint32 division by a constant: a multiply-high, no sign fix-up)."""
+    return f"int32(uint32({a}) // uint32({c}))"
+
+
+def umod(a, c) -> str:
+    """a % c for a >= 0, c > 0."""
+    return f"int32(uint32({a}) % uint32({c}))"
+
+
 def split_index(var: str, dims: list[tuple[str, int]]) -> list[str]:
-    """Statements decomposing the flat index `var` into named indices, innermost last in `dims`
-    (row-major): [("n", N), ("c", C), ("j", S)] -> j, c, n. A name "_" is not bound."""
+    """Statements decomposing the flat index `var` (>= 0) into named indices, innermost last in
+    `dims` (row-major): [("n", N), ("c", C), ("j", S)] -> j, c, n. A name "_" is not bound."""
     lines, rest = [], var
     inner_first = list(reversed(dims))
     for k, (name, size) in enumerate(inner_first[:-1]):
         if name != "_":
-            lines.append(f"{name} = {rest} % {i(size)}")
-        quotient = f"{rest} // {i(size)}"
+            lines.append(f"{name} = {umod(rest, i(size))}")
+        quotient = udiv(rest, i(size))
         outer = k == len(inner_first) - 2
         if outer and inner_first[-1][0] == "_":
             break
@@ -151,8 +188,11 @@ class Lowering:
     absorb = CpuLowering.absorb
 
     def __init__(self, g: nx.DiGraph, weights: dict, buffer_of: dict, keep: set,
-                 unused: frozenset = frozenset()):
+                 unused: frozenset = frozenset(), no_stride: frozenset = frozenset()):
         self.g, self.w, self.keep, self.buffer_of = g, weights, keep, buffer_of
+        self.no_stride = no_stride                # outputs whose writer cannot stride (an earlier pass)
+        self.strided: set = set()                 # outputs written into a strided concat slice
+        self.unstrided: set = set()               # strided candidates written to their own buffer
         self.order = forward_nodes(g)
         self.readers: dict[tuple, list] = {}
         for n in self.order:
@@ -177,10 +217,14 @@ class Lowering:
 
     # ---- concat slices ------------------------------------------------------------------------
     def _concat_redirects(self) -> dict:
-        """(producer, 0) -> (concat node, float offset of its slice) where the producer can write
-        its output straight into the concat buffer: a contiguous slice (outer extent 1), the
-        concat its only reader, nobody asked to see it, and a producer that computes (not a
-        source, a view or a multi-output layer)."""
+        """(producer, 0) -> (concat node, float offset of its slice in image 0, image stride or
+        None) where the producer can write its output straight into the concat buffer: the
+        concat its only reader, nobody asked to see it, a producer that computes (not a source,
+        a view or a multi-output layer), and a contiguous slice (outer extent 1: stride None) or
+        a channel concat at batch > 1 (image n of the slice starts n * stride further on).
+        A strided slice only holds the value if the producer's kernel writes with the stride
+        (`out_at`, `out_stride`); any other writer asks `addr`, which then gives the
+        producer's own buffer and the concat copies it (`lower_Concat`)."""
         red = {}
         for n in self.order:
             d = self.g.nodes[n]
@@ -188,15 +232,16 @@ class Lowering:
                 continue
             ys = d["shapes"][0]
             ax = d["attrs"]["axis"] % len(ys)
-            if numel(ys[:ax]) != 1:
+            outer = numel(ys[:ax])
+            if outer != 1 and ax != 1:
                 continue
             inner, c0 = numel(ys[ax + 1:]), 0
             for src, s in zip(d["inputs"], d["in_shapes"]):
                 p = self.g.nodes[src[0]]
                 if (src[1] == 0 and len(p["shapes"]) == 1 and src not in self.keep
-                        and self.readers.get(src) == [n]
+                        and src not in self.no_stride and self.readers.get(src) == [n]
                         and p["type"] not in SOURCES | VIEWS | {"Implicit", "Split"}):
-                    red[src] = (n, c0 * inner)
+                    red[src] = (n, c0 * inner, None if outer == 1 else ys[ax] * inner)
                 c0 += s[ax]
         return red
 
@@ -206,12 +251,37 @@ class Lowering:
         return self.buffer_of[key]
 
     def addr(self, key) -> int:
-        """Arena offset (floats) where the value of output `key` lives."""
+        """Arena offset (floats) where the value of output `key` lives, contiguous."""
         if key in self.redirect:
-            concat, off = self.redirect[key]
-            return self.addr((concat, 0)) + off
+            concat, off, stride = self.redirect[key]
+            if stride is None:
+                return self.addr((concat, 0)) + off
+            self.unstrided.add(key)        # its own buffer after all; the concat copies it
+            if key in self.strided:
+                raise NetcError(f"internal error: output {key} written both into its concat slice and its own buffer")
         self.touched.add(self.buffer_of[key])
         return self.offsets[self.buffer_of[key]]
+
+    def out_stride(self, key) -> tuple[int, int | None]:
+        """(arena offset, image stride or None if contiguous) for a kernel that writes output
+        `key` image by image."""
+        red = self.redirect.get(key)
+        if red is None or red[2] is None:
+            return self.addr(key), None
+        if key in self.unstrided:
+            raise NetcError(f"internal error: output {key} written both into its concat slice and its own buffer")
+        self.strided.add(key)
+        concat, off, stride = red
+        return self.addr((concat, 0)) + off, stride
+
+    def out_at(self, key, index: str = "i") -> str:
+        """Subscript of flat element `index` (>= 0) of output `key`, in a strided concat slice
+        image n = index // (numel / N) moved on by n * (stride - numel / N)."""
+        off, stride = self.out_stride(key)
+        if stride is None:
+            return ux(i(off), index)
+        per = numel(self.g.nodes[key[0]]["shapes"][key[1]][1:])
+        return ux(i(off), index, f"{udiv(index, i(per))} * {i(stride - per)}")
 
     # ---- emission helpers -----------------------------------------------------------------
     def param(self, arr) -> int:
@@ -243,10 +313,17 @@ class Lowering:
                 indent = below[:len(below) - len(below.lstrip())]
                 lines[j] = "\n".join(indent + a for a in acts)
         body = "\n".join(l for l in lines if l.strip() != "")
-        text = ("@cuda.jit(cache=True)\ndef NAME(A, P):\n    i = cuda.grid(1)\n"
+        text = ("@cuda.jit(cache=True)\ndef NAME(A, P):\n    " + GRID1 + "\n"
                 f"    if i < {i(total)}:\n" + textwrap.indent(body, "        ") + "\n")
         block = min(BLOCK, max(32, -(-total // 32) * 32))
-        return Launch(self.register(kind, text), (-(-total // block), 1, 1), (block, 1, 1))
+        return Launch(self.register(kind, self.index_math(text)), (-(-total // block), 1, 1), (block, 1, 1))
+
+    def index_math(self, text: str) -> str:
+        """`text` as written (int32/uint32 index math) while every arena and parameter offset,
+        and every thread index, fits in int32; else with the casts dropped: numba's int64."""
+        if max(self.arena, self.param_len) + 2 ** 20 < INT32_INDEX_LIMIT:
+            return text
+        return WIDE_INT.sub("(", text.replace(GRID1, "i = cuda.grid(1)"))
 
     def step(self, nodes: list, launches: list[Launch]) -> list:
         head = nodes[0]
@@ -289,7 +366,13 @@ class Lowering:
         self.prog.unused = set(range(len(self.offsets))) - self.touched
         for n in self.order:
             for port, shape in enumerate(self.g.nodes[n]["shapes"]):
-                self.prog.places[(n, port)] = (self.addr((n, port)), tuple(shape))
+                key = (n, port)
+                if key in self.strided:        # not one contiguous block anywhere: never readable
+                    self.prog.hidden.add(n)
+                    self.prog.places[key] = (self.out_stride(key)[0], tuple(shape))
+                else:
+                    self.prog.places[key] = (self.addr(key), tuple(shape))
+        self.prog.unstrided = set(self.unstrided)
         self.prog.params = (np.concatenate(self.param_chunks) if self.param_chunks
                             else np.zeros(PARAM_ALIGN, np.float32))
         self.prog.arena = self.arena
@@ -315,30 +398,31 @@ class Lowering:
         if mul_add is not None:
             wt = wt * mul_add[0][:, None, None, None]
             b = b * mul_add[0] + mul_add[1]
-        x_off, y_off, b_off = self.addr(d["inputs"][0]), self.addr(out), self.param(b)
+        x_off, b_off = self.addr(d["inputs"][0]), self.param(b)
         CG, OG = C // G, CO // G
         if CG > 1:
             geom = gemm.ConvGeometry(N, C, H, W, CO, OH, OW, KH, KW, SH, SW, PH, PW, DH, DW, G)
             w_off = self.param(gemm.pack_conv_weights(wt.astype(np.float32), geom))
-            ks = gemm.conv_kernel("NAME", geom, x_off, w_off, b_off, y_off, acts)
+            y_off, y_stride = self.out_stride(out)
+            ks = gemm.conv_kernel("NAME", geom, x_off, w_off, b_off, y_off, acts, y_image_stride=y_stride)
             return self.step([n, *extra], [self._gemm_launch("conv", ks)])
-        # depthwise (one input channel per group: no reduction worth a GEMM tile)
+        # depthwise (one input channel per group: no reduction worth a GEMM tile); constant
+        # trip counts: the compiler unrolls the window
         w_off = self.param(wt)
+        g = "co" if OG == 1 else udiv("co", i(OG))
         body = "\n".join(split_index("i", [("n", N), ("co", CO), ("oh", OH), ("ow", OW)])) + textwrap.dedent(f"""
-            g = co // {i(OG)}
-            v = P[{i(b_off)} + co]
-            for ci in range({i(CG)}):
-                xc = {i(x_off)} + ((n * {i(C)} + g * {i(CG)} + ci) * {i(H)}) * {i(W)}
-                wc = {i(w_off)} + (co * {i(CG)} + ci) * {i(KH * KW)}
-                for kh in range({i(KH)}):
-                    ih = oh * {i(SH)} - {i(PH)} + kh * {i(DH)}
-                    if ih >= 0 and ih < {i(H)}:
-                        for kw in range({i(KW)}):
-                            iw = ow * {i(SW)} - {i(PW)} + kw * {i(DW)}
-                            if iw >= 0 and iw < {i(W)}:
-                                v += A[xc + ih * {i(W)} + iw] * P[wc + kh * {i(KW)} + kw]
+            v = P[{ux(i(b_off), "co")}]
+            xc = {ix(f"{i(x_off)} + (n * {i(C)} + {g}) * {i(H * W)}")}
+            wc = {ix(f"{i(w_off)} + co * {i(KH * KW)}")}
+            for kh in range({ix(i(KH))}):
+                ih = {ix(f"oh * {i(SH)} - {i(PH)} + kh * {i(DH)}")}
+                if ih >= 0 and ih < {i(H)}:
+                    for kw in range({ix(i(KW))}):
+                        iw = {ix(f"ow * {i(SW)} - {i(PW)} + kw * {i(DW)}")}
+                        if iw >= 0 and iw < {i(W)}:
+                            v += A[{ux("xc", f"ih * {i(W)} + iw")}] * P[{ux("wc", f"kh * {i(KW)} + kw")}]
             ACTS
-            A[{i(y_off)} + i] = v
+            A[{self.out_at(out)}] = v
         """)
         return self.step([n, *extra], [self.elementwise("dwconv", body, N * CO * OH * OW, acts)])
 
@@ -380,12 +464,15 @@ class Lowering:
             """Loop over the taps k whose o + pad - k * dil lands on the stride inside the input;
             binds i<v>. With no dilation only every s-th tap can, so only those are visited."""
             if dil == 1 and s > 1:
-                return [f"for k{v} in range(({o} + {i(p)}) % {i(s)}, {i(k)}, {i(s)}):",
-                        f"    i{v} = ({o} + {i(p)} - k{v}) // {i(s)}",
-                        f"    if i{v} >= 0 and i{v} < {i(size)}:"]
-            cond = f"t{v} >= 0" + (f" and t{v} % {i(s)} == 0" if s > 1 else "")
-            return [f"for k{v} in range({i(k)}):", f"    t{v} = {o} + {i(p)} - k{v} * {i(dil)}",
-                    f"    if {cond}:", f"        i{v} = t{v} // {i(s)}", f"        if i{v} < {i(size)}:"]
+                return [f"for k{v} in range({umod(f'{o} + {i(p)}', i(s))}, {ix(i(k))}, {ix(i(s))}):",
+                        f"    t{v} = {ix(f'{o} + {i(p)} - k{v}')}",
+                        f"    if t{v} >= 0:",
+                        f"        i{v} = {udiv(f't{v}', i(s))}",
+                        f"        if i{v} < {i(size)}:"]
+            cond = f"t{v} >= 0" + (f" and {umod(f't{v}', i(s))} == 0" if s > 1 else "")
+            quot = udiv(f"t{v}", i(s)) if s > 1 else f"t{v}"
+            return [f"for k{v} in range({ix(i(k))}):", f"    t{v} = {ix(f'{o} + {i(p)} - k{v} * {i(dil)}')}",
+                    f"    if {cond}:", f"        i{v} = {quot}", f"        if i{v} < {i(size)}:"]
 
         def nest(headers: list[list[str]], body: list[str]) -> list[str]:
             """Each header's last line opens the block the next header (then the body) goes in."""
@@ -397,13 +484,13 @@ class Lowering:
             return out
 
         loops = nest([taps("oh", PH, KH, DH, SH, H, "h"), taps("ow", PW, KW, DW, SW, W, "w"),
-                      [f"for ci in range({i(CG)}):"]],
-                     [f"c = g * {i(CG)} + ci",
-                      f"v += A[{i(x_off)} + ((n * {i(C)} + c) * {i(H)} + ih) * {i(W)} + iw] * "
-                      f"P[{i(w_off)} + ((c * {i(OG)} + oc) * {i(KH)} + kh) * {i(KW)} + kw]"])
+                      [f"for ci in range({ix(i(CG))}):"]],
+                     [f"c = {ix(f'g * {i(CG)} + ci')}",
+                      f"v += A[{ux(f'{i(x_off)} + n * {i(C * H * W)}', f'(c * {i(H)} + ih) * {i(W)} + iw')}] * "
+                      f"P[{ux(i(w_off), f'((c * {i(OG)} + oc) * {i(KH)} + kh) * {i(KW)} + kw')}]"])
         body = "\n".join(split_index("i", [("n", N), ("co", CO), ("oh", OH), ("ow", OW)]) + [
-            f"g = co // {i(OG)}", f"oc = co % {i(OG)}", f"v = P[{i(b_off)} + co]", *loops,
-            "ACTS", f"A[{i(y_off)} + i] = v"])
+            f"g = {udiv('co', i(OG))}", f"oc = {umod('co', i(OG))}", f"v = P[{ux(i(b_off), 'co')}]", *loops,
+            "ACTS", f"A[{ux(i(y_off), 'i')}] = v"])
         return self.step([n, *extra], [self.elementwise("deconv", body, N * CO * OH * OW, acts)])
 
     def lower_pointwise(self, n):
@@ -411,10 +498,10 @@ class Lowering:
         extra, _, acts, out = self.fused(n, fold=False)
         acts = act_lines(d) + acts
         size = numel(d["shapes"][0])
-        x_off, y_off = self.addr(d["inputs"][0]), self.addr(out)
-        if not acts and x_off == y_off:
+        x_off, y_at = self.addr(d["inputs"][0]), self.out_at(out)
+        if not acts and ux(i(x_off), "i") == y_at:
             return self.step([n, *extra], [])
-        body = f"v = A[{i(x_off)} + i]\nACTS\nA[{i(y_off)} + i] = v"
+        body = f"v = A[{ux(i(x_off), 'i')}]\nACTS\nA[{y_at}] = v"
         return self.step([n, *extra], [self.elementwise(d["type"].lower(), body, size, acts)])
 
     def lower_PReLU(self, n):
@@ -422,10 +509,10 @@ class Lowering:
         N, C, S = self._nc_s(xs)
         w_off = self.param(np.broadcast_to(self.w[f"{n}.weight"], (C,)))
         extra, _, acts, out = self.fused(n, fold=False)
-        x_off, y_off = self.addr(d["inputs"][0]), self.addr(out)
+        x_off = self.addr(d["inputs"][0])
         body = "\n".join(split_index("i", [("_", N), ("c", C), ("_", S)]) + [
-            f"v = A[{i(x_off)} + i]", f"v = v if v > {ZERO} else v * P[{i(w_off)} + c]", "ACTS",
-            f"A[{i(y_off)} + i] = v"])
+            f"v = A[{ux(i(x_off), 'i')}]", f"v = v if v > {ZERO} else v * P[{ux(i(w_off), 'c')}]",
+            "ACTS", f"A[{self.out_at(out)}] = v"])
         return self.step([n, *extra], [self.elementwise("prelu", body, N * C * S, acts)])
 
     def lower_affine(self, n):
@@ -437,27 +524,27 @@ class Lowering:
             extra, more, acts, out = self.fused(n, fold=True)
             if more is not None:
                 ma = (ma[0] * more[0], ma[1] * more[0] + more[1])
-            mul, add = f"P[{i(self.param(ma[0]))} + c]", f"P[{i(self.param(ma[1]))} + c]"
+            mul, add = f"P[{ux(i(self.param(ma[0])), 'c')}]", f"P[{ux(i(self.param(ma[1])), 'c')}]"
         else:
             extra, _, acts, out = self.fused(n, fold=False)
             other = d["inputs"][1]
             per_n = d["in_shapes"][1] == (N, C) and N > 1
-            blob = f"A[{i(self.addr(other))} + " + (f"n * {i(C)} + c]" if per_n else "c]")
+            blob = f"A[{ux(i(self.addr(other)), f'n * {i(C)} + c' if per_n else 'c')}]"
             if d["type"] == "Scale":
                 bias = self.w[f"{n}.bias"] if d["attrs"]["bias_term"] else np.zeros(C)
-                mul, add = blob, f"P[{i(self.param(bias))} + c]"
+                mul, add = blob, f"P[{ux(i(self.param(bias)), 'c')}]"
             else:
                 mul, add = ONE, blob
-        x_off, y_off = self.addr(d["inputs"][0]), self.addr(out)
+        x_off = self.addr(d["inputs"][0])
         body = "\n".join(split_index("i", [("n", N), ("c", C), ("_", S)]) + [
-            f"v = A[{i(x_off)} + i] * {mul} + {add}", "ACTS", f"A[{i(y_off)} + i] = v"])
+            f"v = A[{ux(i(x_off), 'i')}] * {mul} + {add}", "ACTS", f"A[{self.out_at(out)}] = v"])
         return self.step([n, *extra], [self.elementwise("affine", body, N * C * S, acts)])
 
     def lower_Eltwise(self, n):
         d, a, xs, _ = self._io(n)
         size, k_in = numel(xs), len(d["inputs"])
         extra, _, acts, out = self.fused(n, fold=False)
-        xs_ = [f"A[{i(self.addr(src))} + i]" for src in d["inputs"]]
+        xs_ = [f"A[{ux(i(self.addr(src)), 'i')}]" for src in d["inputs"]]
         op = a["operation"]
         if op == "SUM":
             coeff = a["coeff"] or (1.0,) * k_in
@@ -466,53 +553,70 @@ class Lowering:
             lines = ["v = " + " * ".join(xs_)]
         else:
             lines = [f"v = {xs_[0]}"] + [f"v = max(v, {x})" for x in xs_[1:]]
-        body = "\n".join(lines + ["ACTS", f"A[{i(self.addr(out))} + i] = v"])
+        body = "\n".join(lines + ["ACTS", f"A[{self.out_at(out)}] = v"])
         return self.step([n, *extra], [self.elementwise("eltwise", body, size, acts)])
 
     def lower_Pooling(self, n):
         d, a, (N, C, H, W), (_, _, OH, OW) = self._io(n)
         (KH, KW), (SH, SW), (PH, PW) = REGISTRY["Pooling"].geometry((N, C, H, W), a)
-        x_off, y_off = self.addr(d["inputs"][0]), self.addr((n, 0))
+        x_off, y_at = self.addr(d["inputs"][0]), self.out_at((n, 0))
+        x = f"A[{ux('xr', f'ih * {i(W)} + iw')}]"
         if a["pool"] == "MAX":
-            init, acc, fin = "m = float32(-3.4028234663852886e38)", "m = max(m, A[xr + ih * {W} + iw])", "m"
+            init, acc, fin = "m = float32(-3.4028234663852886e38)", f"m = max(m, {x})", "m"
         elif a["pool"] == "AVE":
-            init, acc, fin = f"m = {ZERO}", "m += A[xr + ih * {W} + iw]", "m / float32((he - hs) * (we - ws))"
+            init, acc = f"m = {ZERO}", f"m += {x}"
+            fin = (f"m / float32({ix('(min(hs + ' + i(KH) + ', ' + i(H + PH) + ') - hs) * (min(ws + ' + i(KW) + ', ' + i(W + PW) + ') - ws)')})")
         else:
             raise NetcError(f'layer "{n}": STOCHASTIC pooling has no inference kernel', d["loc"])
+
+        def inside(v, o, s, p, k, size):
+            """The bounds test of tap i<v>, without the halves no window can fail."""
+            tests = ([f"i{v} >= 0"] if p > 0 else []) + ([f"i{v} < {i(size)}"] if (o - 1) * s - p + k > size else [])
+            return " and ".join(tests) or "True"
+        # constant trip counts (the compiler unrolls small windows); a tap outside the input is
+        # skipped, the AVE divisor counts the padding inside H + pad as Caffe does
         body = "\n".join(split_index("i", [("r", N * C), ("oh", OH), ("ow", OW)])) + "\n" + textwrap.dedent(f"""
-            hs = oh * {i(SH)} - {i(PH)}
-            he = min(hs + {i(KH)}, {i(H + PH)})
-            ws = ow * {i(SW)} - {i(PW)}
-            we = min(ws + {i(KW)}, {i(W + PW)})
-            xr = {i(x_off)} + r * {i(H * W)}
+            hs = {ix(f"oh * {i(SH)} - {i(PH)}")}
+            ws = {ix(f"ow * {i(SW)} - {i(PW)}")}
+            xr = {ix(f"{i(x_off)} + r * {i(H * W)}")}
             {init}
-            for ih in range(max(hs, 0), min(he, {i(H)})):
-                for iw in range(max(ws, 0), min(we, {i(W)})):
-                    {acc.format(W=i(W))}
-            A[{i(y_off)} + i] = {fin}""")
+            for kh in range({ix(i(KH))}):
+                ih = {ix("hs + kh")}
+                if {inside("h", OH, SH, PH, KH, H)}:
+                    for kw in range({ix(i(KW))}):
+                        iw = {ix("ws + kw")}
+                        if {inside("w", OW, SW, PW, KW, W)}:
+                            {acc}
+            A[{y_at}] = {fin}""")
         return self.step([n], [self.elementwise("pool", body, N * C * OH * OW)])
 
     def lower_LRN(self, n):
         d, a, (N, C, H, W), _ = self._io(n)
         size, beta = a["local_size"], a["beta"]
         pre = (size - 1) // 2
-        x_off, y_off = self.addr(d["inputs"][0]), self.addr((n, 0))
+        x_off, y_at = self.addr(d["inputs"][0]), self.out_at((n, 0))
         if a["norm_region"] == "ACROSS_CHANNELS":
             body = "\n".join(split_index("i", [("n", N), ("c", C), ("j", H * W)])) + "\n" + textwrap.dedent(f"""
                 s = {ZERO}
-                for cc in range(max(c - {i(pre)}, 0), min(c - {i(pre)} + {i(size)}, {i(C)})):
-                    t = A[{i(x_off)} + (n * {i(C)} + cc) * {i(H * W)} + j]
-                    s += t * t
-                A[{i(y_off)} + i] = A[{i(x_off)} + i] * math.pow({f32(a['k'])} + {f32(a['alpha'] / size)} * s, {f32(-beta)})""")
+                for k in range({ix(i(size))}):
+                    cc = {ix(f"c - {i(pre)} + k")}
+                    if cc >= 0 and cc < {i(C)}:
+                        t = A[{ux(f"{i(x_off)} + n * {i(C * H * W)} + j", f"cc * {i(H * W)}")}]
+                        s += t * t
+                A[{y_at}] = A[{ux(i(x_off), "i")}] * math.pow({f32(a['k'])} + {f32(a['alpha'] / size)} * s, {f32(-beta)})""")
             kind = "lrn"
         else:
             body = "\n".join(split_index("i", [("r", N * C), ("h", H), ("w", W)])) + "\n" + textwrap.dedent(f"""
                 s = {ZERO}
-                for ih in range(max(h - {i(pre)}, 0), min(h - {i(pre)} + {i(size)}, {i(H)})):
-                    for iw in range(max(w - {i(pre)}, 0), min(w - {i(pre)} + {i(size)}, {i(W)})):
-                        t = A[{i(x_off)} + (r * {i(H)} + ih) * {i(W)} + iw]
-                        s += t * t
-                A[{i(y_off)} + i] = A[{i(x_off)} + i] * math.pow({ONE} + {f32(a['alpha'] / size ** 2)} * s, {f32(-beta)})""")
+                for kh in range({ix(i(size))}):
+                    ih = {ix(f"h - {i(pre)} + kh")}
+                    if ih >= 0 and ih < {i(H)}:
+                        for kw in range({ix(i(size))}):
+                            iw = {ix(f"w - {i(pre)} + kw")}
+                            if iw >= 0 and iw < {i(W)}:
+                                t = A[{ux(f"{i(x_off)} + r * {i(H * W)}", f"ih * {i(W)} + iw")}]
+                                s += t * t
+                A[{y_at}] = A[{ux(i(x_off), "i")}] * math.pow({ONE} + {f32(a['alpha'] / size ** 2)} * s, {f32(-beta)})""")
             kind = "lrnwc"
         return self.step([n], [self.elementwise(kind, body, N * C * H * W)])
 
@@ -520,25 +624,77 @@ class Lowering:
         ax = axis % len(shape)
         return numel(shape[:ax]), shape[ax], numel(shape[ax + 1:])
 
+    def _row_base(self, row: str, C: int, I: int) -> str:
+        """Flat offset of element 0 of row `row` (outer index * C * I + inner index)."""
+        return ix(f"{row} * {i(C)}") if I == 1 else ix(f"{udiv(row, i(I))} * {i(C * I)} + {umod(row, i(I))}")
+
+    def tree(self, var: str, op: str, threads: int) -> list[str]:
+        """Lines reducing shared `var[0:threads]` into var[0] with `op` (a format "{a}, {b}" or
+        "{a} + {b}"), a halving tree unrolled in the source; syncthreads between levels and
+        after the last, so every thread may read var[0]."""
+        lines, half = [], threads // 2
+        while half > 0:
+            lines += [f"if t < {i(half)}:", f"    {var}[t] = " + op.format(a=f"{var}[t]", b=f"{var}[t + {i(half)}]"),
+                      "cuda.syncthreads()"]
+            half //= 2
+        return lines
+
     def lower_Softmax(self, n):
+        """One thread per row when rows are short (or strided and many); otherwise (a 1000-class output at
+        batch 1: one thread would make 3 passes over 1000 values alone) one block per row,
+        max and sum found by a shared-memory tree (no warp shuffles: the simulator lacks them)."""
         d, a, xs, _ = self._io(n)
         O, C, I = self._outer_axis_inner(xs, a["axis"])
         x_off, y_off = self.addr(d["inputs"][0]), self.addr((n, 0))
-        body = f"""
-            base = (i // {i(I)}) * {i(C * I)} + i % {i(I)}
-            m = A[{i(x_off)} + base]
-            for c in range(1, {i(C)}):
-                m = max(m, A[{i(x_off)} + base + c * {i(I)}])
-            s = {ZERO}
-            for c in range({i(C)}):
-                e = math.exp(A[{i(x_off)} + base + c * {i(I)}] - m)
-                A[{i(y_off)} + base + c * {i(I)}] = e
-                s += e
-            s = {ONE} / s
-            for c in range({i(C)}):
-                A[{i(y_off)} + base + c * {i(I)}] *= s
-        """
-        return self.step([n], [self.elementwise("softmax", body, O * I)])
+        rows = O * I
+        # rows strided by I > 1: adjacent threads of the simple kernel read adjacent values
+        # (coalesced), so a block per row only pays when the rows are too few to fill the GPU
+        if C < SOFTMAX_BLOCK_MIN or (I > 1 and rows >= gemm.SMS * 32):
+            body = f"""
+                base = {self._row_base("i", C, I)}
+                m = A[{ux(i(x_off), "base")}]
+                for c in range({ix(1)}, {ix(i(C))}):
+                    m = max(m, A[{ux(i(x_off), "base", f"c * {i(I)}")}])
+                s = {ZERO}
+                for c in range({ix(i(C))}):
+                    e = math.exp(A[{ux(i(x_off), "base", f"c * {i(I)}")}] - m)
+                    A[{ux(i(y_off), "base", f"c * {i(I)}")}] = e
+                    s += e
+                s = {ONE} / s
+                for c in range({ix(i(C))}):
+                    A[{ux(i(y_off), "base", f"c * {i(I)}")}] *= s
+            """
+            return self.step([n], [self.elementwise("softmax", body, rows)])
+        T = min(BLOCK, 1 << (C - 1).bit_length())
+        at = lambda base: ux(base, f"c * {i(I)}")
+        lines = [
+            "@cuda.jit(cache=True)", "def NAME(A, P):",
+            f"    red = cuda.shared.array({T}, float32)",
+            "    t = int32(cuda.threadIdx.x)",
+            f"    base = {self._row_base('int32(cuda.blockIdx.x)', C, I)}",
+            f"    xb = {ix(f'{i(x_off)} + base')}",
+            f"    yb = {ix(f'{i(y_off)} + base')}",
+            f"    m = {f32(-math.inf)}",
+            f"    for c in range(t, {ix(i(C))}, {ix(i(T))}):",
+            f"        m = max(m, A[{at('xb')}])",
+            "    red[t] = m",
+            "    cuda.syncthreads()",
+            *["    " + l for l in self.tree("red", "max({a}, {b})", T)],
+            "    m = red[0]",
+            "    cuda.syncthreads()",          # all have read red[0] before it is overwritten
+            f"    s = {ZERO}",
+            f"    for c in range(t, {ix(i(C))}, {ix(i(T))}):",
+            f"        e = math.exp(A[{at('xb')}] - m)",
+            f"        A[{at('yb')}] = e",
+            "        s += e",
+            "    red[t] = s",
+            "    cuda.syncthreads()",
+            *["    " + l for l in self.tree("red", "{a} + {b}", T)],
+            f"    s = {ONE} / red[0]",
+            f"    for c in range(t, {ix(i(C))}, {ix(i(T))}):",
+            f"        A[{at('yb')}] *= s"]
+        text = self.index_math("\n".join(lines) + "\n")
+        return self.step([n], [Launch(self.register("softmaxrow", text), (rows, 1, 1), (T, 1, 1), T * 4)])
 
     def lower_Normalize(self, n):
         d, a, xs, _ = self._io(n)
@@ -548,39 +704,34 @@ class Lowering:
         eps = f32(a["eps"])
         if not a["across_spatial"]:
             body = f"""
-                base = (i // {i(S)}) * {i(C * S)} + i % {i(S)}
+                base = {self._row_base("i", C, S)}
                 s = {ZERO}
-                for c in range({i(C)}):
-                    t = A[{i(x_off)} + base + c * {i(S)}]
+                for c in range({ix(i(C))}):
+                    t = A[{ux(i(x_off), "base", f"c * {i(S)}")}]
                     s += t * t
                 inv = {ONE} / math.sqrt(s + {eps})
-                for c in range({i(C)}):
-                    A[{i(y_off)} + base + c * {i(S)}] = A[{i(x_off)} + base + c * {i(S)}] * inv * P[{i(w_off)} + c]
+                for c in range({ix(i(C))}):
+                    A[{ux(i(y_off), "base", f"c * {i(S)}")}] = A[{ux(i(x_off), "base", f"c * {i(S)}")}] * inv * P[{ux(i(w_off), "c")}]
             """
             return self.step([n], [self.elementwise("l2norm", body, N * S)])
         # across the whole sample: one block per sample, a shared-memory tree reduction
-        text = textwrap.dedent(f"""\
-            @cuda.jit(cache=True)
-            def NAME(A, P):
-                part = cuda.shared.array({BLOCK}, float32)
-                t = cuda.threadIdx.x
-                base = {i(x_off)} + cuda.blockIdx.x * {i(C * S)}
-                out = {i(y_off)} + cuda.blockIdx.x * {i(C * S)}
-                s = {ZERO}
-                for e in range(t, {i(C * S)}, {BLOCK}):
-                    s += A[base + e] * A[base + e]
-                part[t] = s
-                cuda.syncthreads()
-                half = {BLOCK // 2}
-                while half > 0:
-                    if t < half:
-                        part[t] += part[t + half]
-                    cuda.syncthreads()
-                    half //= 2
-                inv = {ONE} / math.sqrt(part[0] + {eps})
-                for e in range(t, {i(C * S)}, {BLOCK}):
-                    A[out + e] = A[base + e] * inv * P[{i(w_off)} + e // {i(S)}]
-            """)
+        lines = [
+            "@cuda.jit(cache=True)", "def NAME(A, P):",
+            f"    part = cuda.shared.array({BLOCK}, float32)",
+            "    t = int32(cuda.threadIdx.x)",
+            f"    base = {ix(f'{i(x_off)} + int32(cuda.blockIdx.x) * {i(C * S)}')}",
+            f"    out = {ix(f'{i(y_off)} + int32(cuda.blockIdx.x) * {i(C * S)}')}",
+            f"    s = {ZERO}",
+            f"    for e in range(t, {ix(i(C * S))}, {ix(i(BLOCK))}):",
+            f"        v = A[{ux('base', 'e')}]",
+            "        s += v * v",
+            "    part[t] = s",
+            "    cuda.syncthreads()",
+            *["    " + l for l in self.tree("part", "{a} + {b}", BLOCK)],
+            f"    inv = {ONE} / math.sqrt(part[0] + {eps})",
+            f"    for e in range(t, {ix(i(C * S))}, {ix(i(BLOCK))}):",
+            f"        A[{ux('out', 'e')}] = A[{ux('base', 'e')}] * inv * P[{ux(i(w_off), udiv('e', i(S)))}]"]
+        text = self.index_math("\n".join(lines) + "\n")
         return self.step([n], [Launch(self.register("l2norm", text), (N, 1, 1), (BLOCK, 1, 1), BLOCK * 4)])
 
     # ---- data movement: strided copies -------------------------------------------------------
@@ -588,9 +739,9 @@ class Lowering:
         """y[dst + sum(k * dst_stride)] = x[src + sum(k * src_stride)] over the index box `dims`."""
         dims = [int(x) for x in dims]
         names = [f"d{k}" for k in range(len(dims))]
-        s_expr = " + ".join([i(src)] + [f"{nm} * {i(s)}" for nm, s in zip(names, src_strides) if s])
-        d_expr = " + ".join([i(dst)] + [f"{nm} * {i(s)}" for nm, s in zip(names, dst_strides) if s])
-        body = "\n".join(split_index("i", list(zip(names, dims))) + [f"A[{d_expr}] = A[{s_expr}]"])
+        s_terms = [i(src)] + [f"{nm} * {i(s)}" for nm, s in zip(names, src_strides) if s]
+        d_terms = [i(dst)] + [f"{nm} * {i(s)}" for nm, s in zip(names, dst_strides) if s]
+        body = "\n".join(split_index("i", list(zip(names, dims))) + [f"A[{ux(*d_terms)}] = A[{ux(*s_terms)}]"])
         return self.elementwise("copy", body, numel(dims))
 
     @staticmethod
@@ -608,7 +759,7 @@ class Lowering:
         launches, c0 = [], 0
         for src, s in zip(d["inputs"], d["in_shapes"]):
             c = s[a["axis"] % len(s)]
-            if src not in self.redirect:   # else the producer already wrote its slice
+            if src not in self.redirect or src in self.unstrided:   # else the producer wrote its slice
                 launches.append(self.copy((O, c * I), self.addr(src), (c * I, 1), y_off + c0 * I, (CT * I, 1)))
             c0 += c
         return self.step([n], launches)
@@ -630,7 +781,7 @@ class Lowering:
         outs = sorted({self.addr((n, p)) for p in range(len(d["shapes"]))} - {x_off})
         if not outs:
             return self.step([n], [])
-        body = "\n".join([f"v = A[{i(x_off)} + i]"] + [f"A[{i(o)} + i] = v" for o in outs])
+        body = "\n".join([f"v = A[{ux(i(x_off), 'i')}]"] + [f"A[{ux(i(o), 'i')}] = v" for o in outs])
         return self.step([n], [self.elementwise("split", body, numel(d["shapes"][0]))])
 
     def lower_Crop(self, n):
@@ -663,6 +814,8 @@ def lower(g: nx.DiGraph, weights: dict, buffer_of: dict, keep: set = frozenset()
     """Program for an analyzed graph. `buffer_of`: (node, port) -> buffer id (from the plan);
     `keep`: outputs someone wants to read, which fusion must leave intact."""
     prog = Lowering(g, weights, buffer_of, set(keep)).run()
-    if prog.unused:   # producers wrote into concat slices: lay the arena out again without their buffers
-        prog = Lowering(g, weights, buffer_of, set(keep), frozenset(prog.unused)).run()
+    if prog.unused or prog.unstrided:
+        # producers wrote into concat slices: lay the arena out again without their buffers
+        # (and without the concat lifetimes stretched for producers that could not)
+        prog = Lowering(g, weights, buffer_of, set(keep), frozenset(prog.unused), frozenset(prog.unstrided)).run()
     return prog

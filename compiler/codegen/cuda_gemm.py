@@ -372,8 +372,10 @@ def _check_epilogue(name: str, epilogue) -> list[str]:
 
 
 def conv_kernel(name: str, geom: ConvGeometry, x_off: int, w_off: int, b_off: int, y_off: int,
-                epilogue: list[str], tile=None) -> KernelSource:
-    """y = conv(x) + bias, then `epilogue` (statements on float32 `v`), as an implicit GEMM."""
+                epilogue: list[str], tile=None, y_image_stride: int | None = None) -> KernelSource:
+    """y = conv(x) + bias, then `epilogue` (statements on float32 `v`), as an implicit GEMM.
+    `y_image_stride`: floats from one image's output to the next (default CO*OH*OW; larger when
+    the output is a channel slice of a concatenation at batch > 1)."""
     g = geom
     if g.G < 1 or g.C % g.G or g.CO % g.G:
         raise NetcError(f"group {g.G} does not divide channels {g.C} -> {g.CO}")
@@ -383,7 +385,10 @@ def conv_kernel(name: str, geom: ConvGeometry, x_off: int, w_off: int, b_off: in
             or min(g.PH, g.PW) < 0:
         raise NetcError(f"inconsistent convolution geometry {g} (Caffe gives output {oh}x{ow})")
     M, N, K = g.CO // g.G, g.N * g.OH * g.OW, (g.C // g.G) * g.KH * g.KW
-    _check_index(x_off + g.N * g.C * g.H * g.W, y_off + g.N * g.CO * g.OH * g.OW,
+    ystride = g.CO * g.OH * g.OW if y_image_stride is None else y_image_stride
+    if ystride < g.CO * g.OH * g.OW:
+        raise NetcError(f"output image stride {ystride} is smaller than one image ({g.CO * g.OH * g.OW})")
+    _check_index(x_off + g.N * g.C * g.H * g.W, y_off + g.N * ystride,
                  w_off + g.CO * K, b_off + g.CO)
     t = check_tile(_as_tile(tile) or choose_tile(M, N, g.G))
     T = t.threads
@@ -394,7 +399,7 @@ def conv_kernel(name: str, geom: ConvGeometry, x_off: int, w_off: int, b_off: in
              f"    co = int32(bz * {M} + m)",
              f"    ni = int32(uint32(n) // uint32({ohw}))",
              *_indent(_epilogue(f"{b_off} + co",
-                                f"{y_off} + ni * {g.CO * ohw} + co * {ohw} + (n - ni * {ohw})",
+                                f"{y_off} + ni * {ystride} + co * {ohw} + (n - ni * {ohw})",
                                 _check_epilogue(name, epilogue)), 4)]
     src = _gemm_source(name, t, K, a, b, store)
     return KernelSource(name, src, (_cdiv(N, t.BN), _cdiv(M, t.BM), g.G), (T, 1, 1), t.shared_bytes)
