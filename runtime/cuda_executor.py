@@ -1,7 +1,7 @@
 """CudaExecutable: a network compiled for the CUDA target, bound to one device arena.
 
 Weights are packed into one float32 buffer and uploaded once; activations live in one device
-arena laid out by the same buffer plan as the CPU target (runtime/plan.py). A run copies the
+arena laid out by the same buffer plan as the CPU target (compiler/plan.py). A run copies the
 inputs in, launches every kernel in order on one stream with no host round trip, copies back
 the blobs asked for right after the step that finalizes them (their bytes are reused later),
 and synchronizes once at the end. The public API is `Executable`'s.

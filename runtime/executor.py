@@ -1,6 +1,6 @@
 """Executable: a compiled network bound to one float32 arena, run step by step.
 
-The arena follows the analysis' buffer plan (runtime/plan.py gives each buffer an offset), so
+The arena follows the analysis' buffer plan (compiler/plan.py gives each buffer an offset), so
 what `netc analyze` reports as peak activation memory is what a run allocates. Requested blobs
 are copied out right after the step that finalizes them, because their bytes are reused later.
 """
@@ -23,7 +23,7 @@ from ..compiler.layers.base import fmt_shape
 from ..compiler.passes import forward_nodes
 from . import memory
 from . import weights as wmod
-from .plan import assign_offsets
+from ..compiler.plan import assign_offsets
 
 
 def cache_dir(target: str = "cpu") -> Path:

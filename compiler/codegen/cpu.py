@@ -226,6 +226,26 @@ def affine_of(g, n, w) -> tuple[np.ndarray, np.ndarray] | None:
     return None
 
 
+def lowering_of(lowering, n: str, target: str):
+    """The `lower_<type>` method that computes node n on a target (None: nothing to run, as
+    for inputs and views), or a located error for layers that target cannot execute."""
+    d = lowering.g.nodes[n]
+    t = d["type"]
+    if d["declared"] or t in UNSUPPORTED:
+        raise NetcError(f'layer "{n}" ({t}) cannot run on the {target} target: netc has no '
+                        f'kernel for it yet', d["loc"])
+    if t in SOURCES or t in VIEWS or t == "Implicit":
+        return None
+    fn = getattr(lowering, f"lower_{t}", None)
+    if fn is None and t in POINTWISE:
+        fn = lowering.lower_pointwise
+    elif fn is None and t in AFFINE:
+        fn = lowering.lower_affine
+    if fn is None:
+        raise NetcError(f'layer "{n}" ({t}) cannot run on the {target} target yet', d["loc"])
+    return fn
+
+
 class Lowering:
     def __init__(self, g: nx.DiGraph, weights: dict, buffer_of: dict, keep: set):
         self.g, self.w, self.keep = g, weights, keep
@@ -338,25 +358,9 @@ class Lowering:
     def run(self) -> Program:
         done: set = set()
         for n in self.order:
-            if n in done:
-                continue
-            d = self.g.nodes[n]
-            t = d["type"]
-            if d["declared"] or t in UNSUPPORTED:
-                raise NetcError(f'layer "{n}" ({t}) cannot run on the CPU target: netc has no '
-                                f'kernel for it yet', d["loc"])
-            if t in SOURCES or t in VIEWS or t == "Implicit":
-                continue
-            fn = getattr(self, f"lower_{t}", None)
-            if fn is None:
-                if t in POINTWISE:
-                    fn = self.lower_pointwise
-                elif t in AFFINE:
-                    fn = self.lower_affine
-                else:
-                    raise NetcError(f'layer "{n}" ({t}) cannot run on the CPU target yet', d["loc"])
-            nodes = fn(n) or [n]
-            done.update(nodes)
+            fn = None if n in done else lowering_of(self, n, "CPU")
+            if fn is not None:
+                done.update(fn(n) or [n])
         self.prog.scratch = self.scratch
         inner = "\n".join(self.binds + self.bodies + ["return [" + ", ".join(s.ident for s in self.prog.steps) + "]"])
         self.prog.source = (HEADER + "\n\n" + "\n\n".join(self.kernel_src)

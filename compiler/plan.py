@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import networkx as nx
 
-from ..compiler.passes import forward_nodes
+from .passes import forward_nodes
 
 
 def lifetimes(g: nx.DiGraph) -> tuple[list[int], list[int], list[int]]:
