@@ -74,26 +74,26 @@ def load(g: nx.DiGraph, source) -> dict[str, np.ndarray]:
 
 
 def random(g: nx.DiGraph, seed: int = 0) -> dict[str, np.ndarray]:
-    """He-initialized weights, small random biases and statistics with positive variance, so
-    that every layer does visible work in tests and benchmarks (zeros would hide bugs)."""
-    rng = np.random.default_rng(seed)
+    """He-initialized weights (uniform with variance 2 / fan_in, as torch's kaiming_uniform_),
+    small random biases and statistics with positive variance, so that every layer does visible
+    work in tests and benchmarks (zeros would hide bugs). Each array is its own seeded stream."""
+    from .randfill import uniform
     out = {}
-    for key, shape in expected(g).items():
+    for index, (key, shape) in enumerate(expected(g).items()):
         layer, blob = key.rsplit(".", 1)
         kind = g.nodes[layer]["type"]
         if blob == "var":
-            a = rng.uniform(0.5, 1.5, shape)
+            lo, hi = 0.5, 1.5
         elif blob == "mean" or blob == "bias":
-            a = rng.normal(0.0, 0.1, shape)
+            lo, hi = -0.1 * 3 ** 0.5, 0.1 * 3 ** 0.5       # standard deviation 0.1
         elif kind in ("Convolution", "ConvolutionDepthwise", "Deconvolution", "InnerProduct"):
             fan_in = int(np.prod(shape[1:])) if kind != "InnerProduct" or \
                 not g.nodes[layer]["attrs"].get("transpose") else shape[0]
-            # float32 draws: VGG-16's 138M weights in float64 dominated a warm `netc run`
-            a = rng.standard_normal(shape, dtype=np.float32)
-            a *= np.float32(np.sqrt(2.0 / max(fan_in, 1)))
+            hi = (6.0 / max(fan_in, 1)) ** 0.5
+            lo = -hi
         elif kind == "PReLU":
-            a = rng.uniform(0.05, 0.3, shape)
+            lo, hi = 0.05, 0.3
         else:  # Scale, BatchNorm affine, Normalize: multipliers near one
-            a = rng.uniform(0.5, 1.5, shape)
-        out[key] = a.astype(np.float32, copy=False)
+            lo, hi = 0.5, 1.5
+        out[key] = uniform(shape, lo, hi, seed, index)   # by position: renaming keeps the weights
     return out

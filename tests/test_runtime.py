@@ -424,3 +424,20 @@ def test_winograd_error_stays_small_through_a_deep_chain():
         + layer(f"r{k}", "ReLU", f"c{k}", f"c{k}") for k in range(12))
     ex, got = check(text, batch=1, all_blobs=False)
     assert sum(k.startswith("k_wino_in") for s in ex.program.steps for k in s.kernels) == 12
+
+
+def test_random_weights_are_seeded_he_uniform():
+    """Counter-based fills: same seed same bits, He variance 2 / fan_in, ranges respected."""
+    from netc.runtime.randfill import uniform
+    net = netc.load("alexnet")
+    net.analyze()
+    a, b, c = (wmod.random(net.graph, s) for s in (0, 0, 1))
+    assert all(a[k].tobytes() == b[k].tobytes() for k in a)
+    assert all(a[k].tobytes() != c[k].tobytes() for k in a if a[k].size > 1)
+    fc6 = a["fc6.weight"]                       # [4096, 9216]
+    assert fc6.dtype == np.float32 and abs(fc6.var() * 9216 / 2 - 1) < 0.01 and abs(fc6.mean()) < 1e-4
+    assert len({a[k][:4].tobytes() for k in a}) == len(a)   # no two arrays share a stream
+    u = uniform((1 << 20,), 0.5, 1.5, 7, 3)
+    assert u.min() >= 0.5 and u.max() < 1.5 and abs(u.std() * 12 ** 0.5 - 1) < 0.01
+    hist = np.bincount(((u - 0.5) * 16).astype(int), minlength=16)
+    assert hist.min() > 0.95 * len(u) / 16      # flat to within 5% per sixteenth
