@@ -117,13 +117,7 @@ class CudaExecutable(Executable):
     def run(self, feeds: dict, blobs=()) -> dict:
         """Inputs by blob name -> every network output, plus the blobs asked for."""
         self._feed(feeds)
-        want: dict[str, list] = {}
-        for b in blobs:
-            n, p = self._key(b)
-            if n in self.program.hidden:
-                raise NetcError(f'blob "{b}" was fused into the step of a later layer and is never '
-                                f'materialized; compile with blobs=["{b}"] to keep it')
-            want.setdefault(n, []).append(b)
+        want = self._wanted(blobs)
         got = {}
         for n in self.order:
             k = self.program.step_at.get(n)

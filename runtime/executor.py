@@ -166,16 +166,22 @@ class Executable:
             if b not in feeds:
                 self._view(key).fill(0)
 
-    def run(self, feeds: dict, blobs=()) -> dict:
-        """Inputs by blob name -> every network output, plus the blobs asked for."""
-        self._feed(feeds)
+    def _wanted(self, blobs) -> dict[str, list]:
+        """Blobs asked for, grouped by the node after whose step they are read."""
         want: dict[str, list] = {}
         for b in blobs:
             n, p = self._key(b)
             if n in self.program.hidden:
-                raise NetcError(f'blob "{b}" was fused into the step of a later layer and is never '
-                                f'materialized; compile with blobs=["{b}"] to keep it')
+                raise NetcError(f'blob "{b}" is never materialized on its own (fused into a later '
+                                f'step, or written straight into a concat); compile with '
+                                f'blobs=["{b}"] to keep it')
             want.setdefault(n, []).append(b)
+        return want
+
+    def run(self, feeds: dict, blobs=()) -> dict:
+        """Inputs by blob name -> every network output, plus the blobs asked for."""
+        self._feed(feeds)
+        want = self._wanted(blobs)
         got = {}
         if not want:
             for fn in self.steps:

@@ -145,3 +145,14 @@ def test_run_bench_weights_print_no_control_characters(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "\x1b" not in out + err and "\x07" not in out + err
     assert "\\x1b[2Jv" in out and "y\\x1b]0;pwn\\x07" in out
+
+
+def test_fused_blob_is_refused_unless_kept_at_compile_time():
+    n = loads('input: "x" input_shape { dim: 1 dim: 2 dim: 5 dim: 5 }\n'
+              'layer { name: "c" type: "Convolution" bottom: "x" top: "c" convolution_param { num_output: 3 kernel_size: 3 } }\n'
+              'layer { name: "r" type: "ReLU" bottom: "c" top: "r" }\n', path="f.prototxt")
+    x = np.random.default_rng(0).standard_normal((1, 2, 5, 5)).astype(np.float32)
+    with pytest.raises(NetcError, match='blob "c" is never materialized.*blobs=\\["c"\\]'):
+        n.compile().run({"x": x}, blobs=["c"])
+    got = n.compile(blobs=["c"]).run({"x": x}, blobs=["c"])
+    assert np.array_equal(np.maximum(got["c"], 0), got["r"]) and (got["c"] < 0).any()
