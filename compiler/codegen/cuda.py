@@ -134,7 +134,7 @@ class Lowering:
         a channel concat at batch > 1 (image n of the slice starts n * stride further on).
         A strided slice only holds the value if the producer's kernel writes with the stride
         (`out_at`, `out_stride`); any other writer asks `addr`, which then gives the
-        producer's own buffer and the concat copies it (`lower_Concat`)."""
+        producer's own buffer and the concat copies it (Concat.lower_cuda, layers/merge.py)."""
         red = {}
         for n in self.order:
             d = self.g.nodes[n]

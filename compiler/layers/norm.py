@@ -10,8 +10,8 @@ from .base import Layer, Ops, Param, numel, register
 
 
 class _AffineKernels(Layer):
-    """BatchNorm, Scale and Bias share their kernels: y = x * mul[c] + add[c] (BatchNorm's
-    statistics, Scale's or Bias's blobs, or a second input), when not folded into a conv."""
+    """Base of BatchNorm, Scale and Bias: their one kernel per target, y = x * mul + add with
+    (mul, add) from BatchNorm's statistics, Scale's or Bias's blobs, or a second input."""
 
     def lower_cpu(self, lo, n):
         """BatchNorm/Scale/Bias not folded into a conv: y = x * mul[n, c] + add[n, c]."""
