@@ -355,7 +355,7 @@ def test_winograd_matrices_compute_a_correlation_exactly():
     """y = A^T [(G g) * (B^T d)] against the definition, in exact fractions, for Lavin's points
     and the better-conditioned +-1/2 variant."""
     from fractions import Fraction
-    from netc.compiler.codegen.cpu import winograd_matrices
+    from netc.compiler.codegen.cpu_kit import winograd_matrices
     rng = np.random.default_rng(0)
     for points in [(0, 1, -1, 2, -2), (0, 1, -1, Fraction(1, 2), Fraction(-1, 2))]:
         at, g, bt = winograd_matrices(points)
@@ -402,7 +402,7 @@ def test_winograd_with_folded_batchnorm_scale_and_fused_relu():
 def test_winograd_only_where_it_pays():
     """3x3 stride 1 with enough channels: Winograd; the RGB first layer, strided, dilated or
     grouped 3x3 convolutions: im2col."""
-    from netc.compiler.codegen.cpu import winograd_pays
+    from netc.compiler.codegen.cpu_kit import winograd_pays
     assert winograd_pays(1, 64, 64, (3, 3), (1, 1), (1, 1), 16)
     assert not winograd_pays(1, 3, 64, (3, 3), (1, 1), (1, 1), 16)
     assert not winograd_pays(1, 64, 64, (3, 3), (2, 2), (1, 1), 16)

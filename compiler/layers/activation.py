@@ -1,4 +1,8 @@
-"""Pointwise layers: same shape out as in, may run in place, a few ops per element."""
+"""Pointwise layers: same shape out as in, may run in place, a few ops per element.
+
+Their kernels (`lower_cpu`, `lower_cuda`) are one shared loop over `act_lines`, which the
+producers' epilogues reuse when an activation is fused; PReLU reads a per-channel slope.
+"""
 from __future__ import annotations
 
 from .base import Layer, Ops, Param, numel, register
@@ -16,6 +20,41 @@ class _Pointwise(Layer):
 
     def element_ops(self, a) -> Ops:
         return self.per_element
+
+    def lower_cpu(self, lo, n):
+        from ..codegen.cpu_kit import act_lines, i
+        d = lo.g.nodes[n]
+        extra, _, acts = lo.absorb(n, fold=False)
+        acts = act_lines(d) + acts
+        out = (extra or [n])[-1]
+        size = numel(d["shapes"][0])
+        x, y = lo.view(d["inputs"][0], (size,)), lo.view((out, 0), (size,))
+        if not acts:
+            same = lo.prog.views[lo.prog.view_of[d["inputs"][0]]][0] == \
+                lo.prog.views[lo.prog.view_of[(out, 0)]][0]
+            lo.step([n, *extra], [] if same else [f"np.copyto({y}, {x})"])
+            return [n, *extra]
+        k = lo.kernel(d["type"].lower(), f"""
+            def NAME(x, y):
+                for j in range({i(size)}):
+                    v = x[j]
+ACTS
+                    y[j] = v
+            """, size * 4, acts)
+        lo.step([n, *extra], [f"{k}({x}, {y})"])
+        return [n, *extra]
+
+    def lower_cuda(self, lo, n):
+        from ..codegen.cuda_kit import act_lines, i, ux
+        d = lo.g.nodes[n]
+        extra, _, acts, out = lo.fused(n, fold=False)
+        acts = act_lines(d) + acts
+        size = numel(d["shapes"][0])
+        x_off, y_at = lo.addr(d["inputs"][0]), lo.out_at(out)
+        if not acts and ux(i(x_off), "i") == y_at:
+            return lo.step([n, *extra], [])
+        body = f"v = A[{ux(i(x_off), 'i')}]\nACTS\nA[{y_at}] = v"
+        return lo.step([n, *extra], [lo.elementwise(d["type"].lower(), body, size, acts)])
 
 
 @register
@@ -40,6 +79,44 @@ class PReLU(_Pointwise):
 
     def param_shapes(self, ins, a):
         return {"weight": (1,) if a["channel_shared"] else (ins[0][1],)}
+
+    def lower_cpu(self, lo, n):
+        import numpy as np
+        from ..codegen.cpu_kit import i
+        d, a, xs, _ = lo._io(n)
+        N, C, S = lo._nc_s(xs)
+        wv = lo.w[f"{n}.weight"]
+        w = lo.param(np.broadcast_to(wv, (C,)))
+        extra, _, acts = lo.absorb(n, fold=False)
+        out = (extra or [n])[-1]
+        x, y = lo.view(d["inputs"][0], (N, C, S)), lo.view((out, 0), (N, C, S))
+        k = lo.kernel("prelu", f"""
+            def NAME(x, w, y):
+                for r in range({i(N * C)}):
+                    n = r // {i(C)}
+                    c = r % {i(C)}
+                    s = w[c]
+                    for j in range({i(S)}):
+                        v = x[n, c, j]
+                        v = v if v > Z else v * s
+ACTS
+                        y[n, c, j] = v
+            """, N * C * S * 2, acts)
+        lo.step([n, *extra], [f"{k}({x}, {w}, {y})"])
+        return [n, *extra]
+
+    def lower_cuda(self, lo, n):
+        import numpy as np
+        from ..codegen.cuda_kit import ZERO, i, split_index, ux
+        d, a, xs, _ = lo._io(n)
+        N, C, S = lo._nc_s(xs)
+        w_off = lo.param(np.broadcast_to(lo.w[f"{n}.weight"], (C,)))
+        extra, _, acts, out = lo.fused(n, fold=False)
+        x_off = lo.addr(d["inputs"][0])
+        body = "\n".join(split_index("i", [("_", N), ("c", C), ("_", S)]) + [
+            f"v = A[{ux(i(x_off), 'i')}]", f"v = v if v > {ZERO} else v * P[{ux(i(w_off), 'c')}]",
+            "ACTS", f"A[{lo.out_at(out)}] = v"])
+        return lo.step([n, *extra], [lo.elementwise("prelu", body, N * C * S, acts)])
 
 
 @register

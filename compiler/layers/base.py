@@ -1,4 +1,5 @@
-"""What a layer type is: its parameter schema (data, as in ONNX) next to its shape rule and costs.
+"""What a layer type is: its parameter schema (data, as in ONNX) next to its shape rule, costs
+and kernels (`lower_cpu`, `lower_cuda`: one place per layer type).
 
 A layer module subclasses `Layer`, declares `params`, and overrides the few rules that differ
 from the defaults here. Validation, defaults, Caffe aliases and did-you-mean come from the schema,
@@ -161,6 +162,17 @@ class Layer:
     def is_view(self, a: dict) -> bool:
         """True when the output is the input's bytes re-labelled (Flatten, Reshape)."""
         return False
+
+    # ---- kernels ------------------------------------------------------------------------
+    # lower_<target>(lo, n) emits node n's step through the target's Lowering `lo`
+    # (compiler/codegen/cpu.py, cuda.py: views, parameters, kernel registration, fusion) and
+    # returns the nodes it computed (n, then any it fused; None: n alone). Templates are strings and
+    # codegen helpers are imported inside these methods, so analysis never loads numpy/numba.
+    def lower_cpu(self, lo, n: str):
+        raise NetcError(f'layer "{n}" ({self.type}) cannot run on the CPU target yet', lo.g.nodes[n]["loc"])
+
+    def lower_cuda(self, lo, n: str):
+        raise NetcError(f'layer "{n}" ({self.type}) cannot run on the CUDA target yet', lo.g.nodes[n]["loc"])
 
 
 REGISTRY: dict[str, Layer] = {}

@@ -1,4 +1,9 @@
-"""Convolution, its depthwise spelling and Deconvolution (Caffe semantics, 2-D)."""
+"""Convolution, its depthwise spelling and Deconvolution (Caffe semantics, 2-D).
+
+Kernels: CPU im2col/1x1 + sgemm, Winograd F(4x4, 3x3) (transforms from codegen/cpu_kit.py) or a
+depthwise numba loop; CUDA the implicit-GEMM generator of codegen/cuda_gemm.py or a depthwise
+template. ConvolutionDepthwise inherits Convolution's.
+"""
 from __future__ import annotations
 
 from ..errors import NetcError
@@ -103,6 +108,239 @@ class Convolution(_ConvBase):
         macc = numel(outs[0]) * (cin // self.groups(cin, a)) * a["kernel"][0] * a["kernel"][1]
         return Ops(macc=macc, add=numel(outs[0]) if a["bias_term"] else 0)
 
+    def _epilogue(self, lo, y3: str, shape3, bias: str, acts: list[str]) -> str:
+        """Bias per channel (axis 1 of y3) plus fused activations, one pass over the output."""
+        from ..codegen.cpu_kit import i
+        nb_, c, l = shape3
+        k = lo.kernel("epi", f"""
+            def NAME(y, b):
+                for r in range({i(nb_ * c)}):
+                    n = r // {i(c)}
+                    ch = r % {i(c)}
+                    bc = b[ch]
+                    for j in range({i(l)}):
+                        v = y[n, ch, j] + bc
+ACTS
+                        y[n, ch, j] = v
+            """, nb_ * c * l, acts)
+        return f"{k}({y3}, {bias})"
+
+    def lower_cpu(self, lo, n):
+        import numpy as np
+        from ..codegen.cpu_kit import i, winograd_pays
+        d, a, (N, C, H, W), (_, CO, OH, OW) = lo._io(n)
+        G = C if d["type"] == "ConvolutionDepthwise" else a["group"]
+        KH, KW = a["kernel"]
+        (SH, SW), (PH, PW), (DH, DW) = a["stride"], a["pad"], a["dilation"]
+        wt = lo.w[f"{n}.weight"]   # float32; float64 only when folding rescales it
+        b = lo.w[f"{n}.bias"].astype(np.float64) if a["bias_term"] else np.zeros(CO)
+        extra, mul_add, acts = lo.absorb(n, fold=True)
+        if mul_add is not None:
+            wt = wt * mul_add[0][:, None, None, None]
+            b = b * mul_add[0] + mul_add[1]
+        out = (extra or [n])[-1]
+        x = lo.view(d["inputs"][0])
+        bias = lo.param(b)
+        if G == C == CO and G > 1:
+            y = lo.view((out, 0))
+            w = lo.param(wt.reshape(C, KH, KW))
+            k = lo.kernel("dwconv", f"""
+                def NAME(x, w, b, y):
+                    for r in range({i(N * C)}):
+                        n = r // {i(C)}
+                        c = r % {i(C)}
+                        for oh in range({i(OH)}):
+                            for ow in range({i(OW)}):
+                                v = b[c]
+                                for kh in range({i(KH)}):
+                                    ih = oh * {i(SH)} - {i(PH)} + kh * {i(DH)}
+                                    if ih >= 0 and ih < {i(H)}:
+                                        for kw in range({i(KW)}):
+                                            iw = ow * {i(SW)} - {i(PW)} + kw * {i(DW)}
+                                            if iw >= 0 and iw < {i(W)}:
+                                                v += x[n, c, ih, iw] * w[c, kh, kw]
+ACTS
+                                y[n, c, oh, ow] = v
+                """, N * CO * OH * OW * KH * KW, acts)
+            lo.step([n, *extra], [f"{k}({x}, {w}, {bias}, {y})"])
+            return [n, *extra]
+        if winograd_pays(G, C, CO, (KH, KW), (SH, SW), (DH, DW), N * -(-OH // 4) * -(-OW // 4)):
+            lo.step([n, *extra], self._winograd(lo, d, wt, bias, (out, 0), acts))
+            return [n, *extra]
+        CG, OG, K = C // G, CO // G, C // G * KH * KW
+        L = OH * OW
+        w = lo.param(wt.reshape(G, OG, K) if G > 1 else wt.reshape(CO, K))
+        yg = lo.view((out, 0), (N, G, OG, L) if G > 1 else (N, CO, L))
+        y3 = lo.view((out, 0), (N, CO, L))
+        lines = ["for n in range(%d):" % N]
+        if (KH, KW, SH, SW, PH, PW) == (1, 1, 1, 1, 0, 0):
+            xg = lo.view(d["inputs"][0], (N, G, CG, H * W) if G > 1 else (N, C, H * W))
+            lines.append(f"    np.matmul({w}, {xg}[n], out={yg}[n])")
+        else:
+            x3 = lo.view(d["inputs"][0], (N, C, H, W))
+            col = lo.scratch_view((C * KH * KW, L))
+            colg = lo.scratch_view((G, K, L)) if G > 1 else col
+            k = lo.kernel("im2col", f"""
+                def NAME(x, col):
+                    for r in range({i(C * KH * KW)}):
+                        c = r // {i(KH * KW)}
+                        kh = (r // {i(KW)}) % {i(KH)}
+                        kw = r % {i(KW)}
+                        off = kw * {i(DW)} - {i(PW)}
+                        lo = min(max((-off + {i(SW - 1)}) // {i(SW)}, 0), {i(OW)})
+                        hi = min(max((({i(W - 1)} - off) // {i(SW)}) + 1, lo), {i(OW)})
+                        for oh in range({i(OH)}):
+                            ih = oh * {i(SH)} - {i(PH)} + kh * {i(DH)}
+                            base = oh * {i(OW)}
+                            if ih < 0 or ih >= {i(H)}:
+                                for ow in range({i(OW)}):
+                                    col[r, base + ow] = Z
+                            else:
+                                for ow in range(lo):
+                                    col[r, base + ow] = Z
+                                for ow in range(lo, hi):
+                                    col[r, base + ow] = x[c, ih, ow * {i(SW)} + off]
+                                for ow in range(hi, {i(OW)}):
+                                    col[r, base + ow] = Z
+                """, C * KH * KW * L)
+            lines += [f"    {k}({x3}[n], {col})", f"    np.matmul({w}, {colg}, out={yg}[n])"]
+        lines.append(self._epilogue(lo, y3, (N, CO, L), bias, acts))
+        lo.step([n, *extra], lines)
+        return [n, *extra]
+
+    def _winograd(self, lo, d, wt, bias, out_key, acts) -> list[str]:
+        """3x3 stride-1 convolution as Winograd F(4x4, 3x3): 36 batched sgemms [CO, C] x [C, T]
+        over all tiles T of all images, between a numba input transform (6x6 tiles, stride 4,
+        zero padding) and a numba output transform with bias and activations fused."""
+        import numpy as np
+        from ..codegen.cpu_kit import WINOGRAD_POINTS, winograd_matrices
+        (N, C, H, W), (_, CO, OH, OW) = d["in_shapes"][0], d["shapes"][0]
+        PH, PW = d["attrs"]["pad"]
+        TH, TW = -(-OH // 4), -(-OW // 4)
+        T = N * TH * TW
+        AT, G, BT = (np.array(m, dtype=np.float64) for m in winograd_matrices(WINOGRAD_POINTS))
+        # U = G g G^T per (co, c) as one sgemm with kron(G, G) (36 x 9): two tensordots with
+        # their transposed copies took seconds of VGG-16's warm start
+        kron = np.kron(G, G).astype(np.float32)
+        u = (kron @ wt.astype(np.float32, copy=False).reshape(CO * C, 9).T).reshape(36, CO, C)
+        x, y = lo.view(d["inputs"][0], (N * C, H, W)), lo.view(out_key, (N * CO, OH, OW))
+        v = lo.scratch_view((36, C, T))
+        m = lo.scratch_view((36, CO, T), 36 * C * T)
+        kin = self._winograd_input(lo, BT, (N, C, H, W), (PH, PW), (TH, TW))
+        kout = self._winograd_output(lo, AT, (N, CO, OH, OW), (TH, TW), acts)
+        return [f"{kin}({x}, {v})", f"np.matmul({lo.param(u)}, {v}, out={m})", f"{kout}({m}, {bias}, {y})"]
+
+    def _winograd_input(self, lo, BT, shape, pad, tiles) -> str:
+        """x [N*C, H, W] -> v [36, C, T]: per channel and tile row, the 6 padded input rows, their
+        vertical transform (vectorized along the row), then the horizontal one per tile."""
+        from ..codegen.cpu_kit import i, indent, lincomb
+        (N, C, H, W), (PH, PW), (TH, TW) = shape, pad, tiles
+        WP = 4 * TW + 2
+        dl, ql = [f"d{j}" for j in range(6)], [f"q{j}" for j in range(6)]
+        rows = indent([f"Q[{k}, w] = {lincomb(BT[k], dl)}" for k in range(6)], 28)
+        cols = indent([f"v[i * 6 + {k}, c, t] = {lincomb(BT[k], ql)}" for k in range(6)], 32)
+        kin = lo.kernel("wino_in", f"""
+            def NAME(x, v):
+                for r in range({i(N * C)}):
+                    n = r // {i(C)}
+                    c = r % {i(C)}
+                    P = np.zeros((6, {i(WP)}), np.float32)
+                    Q = np.empty((6, {i(WP)}), np.float32)
+                    for th in range({i(TH)}):
+                        for j in range(6):
+                            h = th * 4 - {i(PH)} + j
+                            if h >= 0 and h < {i(H)}:
+                                for w in range({i(W)}):
+                                    P[j, {i(PW)} + w] = x[r, h, w]
+                            else:
+                                for w in range({i(WP)}):
+                                    P[j, w] = Z
+                        for w in range({i(WP)}):
+                            {"; ".join(f"d{j} = P[{j}, w]" for j in range(6))}
+{rows}
+                        for i in range(6):
+                            for tw in range({i(TW)}):
+                                {"; ".join(f"q{j} = Q[i, tw * 4 + {j}]" for j in range(6))}
+                                t = (n * {i(TH)} + th) * {i(TW)} + tw
+{cols}
+            """, N * C * H * W * 40)
+        return kin
+
+    def _winograd_output(self, lo, AT, shape, tiles, acts) -> str:
+        """m [36, CO, T] -> y [N*CO, OH, OW]: per output channel and tile row, the horizontal
+        transform per tile, then the vertical one along whole rows with bias and activations;
+        rows and columns past OH, OW (partial last tiles) are never written."""
+        from ..codegen.cpu_kit import i, indent, lincomb
+        (N, CO, OH, OW), (TH, TW) = shape, tiles
+        ml = [f"m{j}" for j in range(6)]
+        rl = [f"R[{j}, w]" for j in range(6)]
+        rcols = indent([f"R[i, tw * 4 + {q}] = {lincomb(AT[q], ml)}" for q in range(4)], 32)
+        outs = "\n".join(f"""
+                        if th * 4 + {p} < {i(OH)}:
+                            for w in range({i(OW)}):
+                                v = {lincomb(AT[p], rl)} + bc
+ACTS
+                                y[r, th * 4 + {p}, w] = v""" for p in range(4))
+        kout = lo.kernel("wino_out", f"""
+            def NAME(m, b, y):
+                for r in range({i(N * CO)}):
+                    n = r // {i(CO)}
+                    co = r % {i(CO)}
+                    bc = b[co]
+                    R = np.empty((6, {i(4 * TW)}), np.float32)
+                    for th in range({i(TH)}):
+                        t0 = (n * {i(TH)} + th) * {i(TW)}
+                        for i in range(6):
+                            for tw in range({i(TW)}):
+                                {"; ".join(f"m{j} = m[i * 6 + {j}, co, t0 + tw]" for j in range(6))}
+{rcols}
+{outs}
+            """, N * CO * OH * OW * 20, acts)
+        return kout
+
+    def lower_cuda(self, lo, n):
+        import textwrap
+        from ..codegen import cuda_gemm as gemm
+        import numpy as np
+        from ..codegen.cuda_kit import i, ix, split_index, udiv, ux
+        d, a, (N, C, H, W), (_, CO, OH, OW) = lo._io(n)
+        G = C if d["type"] == "ConvolutionDepthwise" else a["group"]
+        KH, KW = a["kernel"]
+        (SH, SW), (PH, PW), (DH, DW) = a["stride"], a["pad"], a["dilation"]
+        wt = lo.w[f"{n}.weight"].astype(np.float64)
+        b = lo.w[f"{n}.bias"].astype(np.float64) if a["bias_term"] else np.zeros(CO)
+        extra, mul_add, acts, out = lo.fused(n, fold=True)
+        if mul_add is not None:
+            wt = wt * mul_add[0][:, None, None, None]
+            b = b * mul_add[0] + mul_add[1]
+        x_off, b_off = lo.addr(d["inputs"][0]), lo.param(b)
+        CG, OG = C // G, CO // G
+        if CG > 1:
+            geom = gemm.ConvGeometry(N, C, H, W, CO, OH, OW, KH, KW, SH, SW, PH, PW, DH, DW, G)
+            w_off = lo.param(gemm.pack_conv_weights(wt.astype(np.float32), geom))
+            y_off, y_stride = lo.out_stride(out)
+            ks = gemm.conv_kernel("NAME", geom, x_off, w_off, b_off, y_off, acts, y_image_stride=y_stride)
+            return lo.step([n, *extra], [lo._gemm_launch("conv", ks)])
+        # depthwise (one input channel per group: no reduction worth a GEMM tile); constant
+        # trip counts: the compiler unrolls the window
+        w_off = lo.param(wt)
+        g = "co" if OG == 1 else udiv("co", i(OG))
+        body = "\n".join(split_index("i", [("n", N), ("co", CO), ("oh", OH), ("ow", OW)])) + textwrap.dedent(f"""
+            v = P[{ux(i(b_off), "co")}]
+            xc = {ix(f"{i(x_off)} + (n * {i(C)} + {g}) * {i(H * W)}")}
+            wc = {ix(f"{i(w_off)} + co * {i(KH * KW)}")}
+            for kh in range({ix(i(KH))}):
+                ih = {ix(f"oh * {i(SH)} - {i(PH)} + kh * {i(DH)}")}
+                if ih >= 0 and ih < {i(H)}:
+                    for kw in range({ix(i(KW))}):
+                        iw = {ix(f"ow * {i(SW)} - {i(PW)} + kw * {i(DW)}")}
+                        if iw >= 0 and iw < {i(W)}:
+                            v += A[{ux("xc", f"ih * {i(W)} + iw")}] * P[{ux("wc", f"kh * {i(KW)} + kw")}]
+            ACTS
+            A[{lo.out_at(out)}] = v
+        """)
+        return lo.step([n, *extra], [lo.elementwise("dwconv", body, N * CO * OH * OW, acts)])
+
 
 @register
 class ConvolutionDepthwise(Convolution):
@@ -146,3 +384,93 @@ class Deconvolution(_ConvBase):
 
     def window(self, ins, a):
         return None  # handled specially by the receptive-field pass
+
+    def lower_cpu(self, lo, n):
+        import numpy as np
+        from ..codegen.cpu_kit import i
+        d, a, (N, C, H, W), (_, CO, OH, OW) = lo._io(n)
+        G = a["group"]
+        KH, KW = a["kernel"]
+        (SH, SW), (PH, PW), (DH, DW) = a["stride"], a["pad"], a["dilation"]
+        CG, OG = C // G, CO // G
+        M = OG * KH * KW
+        wt = lo.w[f"{n}.weight"].reshape(G, CG, M).transpose(0, 2, 1)  # (G, M, CG)
+        b = lo.w[f"{n}.bias"] if a["bias_term"] else np.zeros(CO)
+        extra, _, acts = lo.absorb(n, fold=False)
+        out = (extra or [n])[-1]
+        w, bias = lo.param(wt), lo.param(b)
+        xg = lo.view(d["inputs"][0], (N, G, CG, H * W))
+        col = lo.scratch_view((G, M, H * W))
+        col2 = lo.scratch_view((CO * KH * KW, H * W))
+        y = lo.view((out, 0))
+        k = lo.kernel("col2im", f"""
+            def NAME(col, b, y):
+                for c in range({i(CO)}):
+                    for oh in range({i(OH)}):
+                        for ow in range({i(OW)}):
+                            y[c, oh, ow] = Z
+                    for kh in range({i(KH)}):
+                        for kw in range({i(KW)}):
+                            r = (c * {i(KH)} + kh) * {i(KW)} + kw
+                            for ih in range({i(H)}):
+                                oh = ih * {i(SH)} - {i(PH)} + kh * {i(DH)}
+                                if oh >= 0 and oh < {i(OH)}:
+                                    for iw in range({i(W)}):
+                                        ow = iw * {i(SW)} - {i(PW)} + kw * {i(DW)}
+                                        if ow >= 0 and ow < {i(OW)}:
+                                            y[c, oh, ow] += col[r, ih * {i(W)} + iw]
+                    for oh in range({i(OH)}):
+                        for ow in range({i(OW)}):
+                            v = y[c, oh, ow] + b[c]
+ACTS
+                            y[c, oh, ow] = v
+            """, CO * KH * KW * H * W, acts)
+        lo.step([n, *extra], [f"for n in range({N}):", f"    np.matmul({w}, {xg}[n], out={col})",
+                                f"    {k}({col2}, {bias}, {y}[n])"])
+        return [n, *extra]
+
+    def lower_cuda(self, lo, n):
+        """Direct gather: each output sums the inputs whose stride-scattered window covers it."""
+        import numpy as np
+        from ..codegen.cuda_kit import i, ix, split_index, udiv, umod, ux
+        d, a, (N, C, H, W), (_, CO, OH, OW) = lo._io(n)
+        G = a["group"]
+        KH, KW = a["kernel"]
+        (SH, SW), (PH, PW), (DH, DW) = a["stride"], a["pad"], a["dilation"]
+        CG, OG = C // G, CO // G
+        b = lo.w[f"{n}.bias"] if a["bias_term"] else np.zeros(CO)
+        extra, _, acts, out = lo.fused(n, fold=False)
+        x_off, y_off = lo.addr(d["inputs"][0]), lo.addr(out)
+        w_off, b_off = lo.param(lo.w[f"{n}.weight"]), lo.param(b)   # (C, OG, KH, KW)
+        def taps(o, p, k, dil, s, size, v):
+            """Loop over the taps k whose o + pad - k * dil lands on the stride inside the input;
+            binds i<v>. With no dilation only every s-th tap can, so only those are visited."""
+            if dil == 1 and s > 1:
+                return [f"for k{v} in range({umod(f'{o} + {i(p)}', i(s))}, {ix(i(k))}, {ix(i(s))}):",
+                        f"    t{v} = {ix(f'{o} + {i(p)} - k{v}')}",
+                        f"    if t{v} >= 0:",
+                        f"        i{v} = {udiv(f't{v}', i(s))}",
+                        f"        if i{v} < {i(size)}:"]
+            cond = f"t{v} >= 0" + (f" and {umod(f't{v}', i(s))} == 0" if s > 1 else "")
+            quot = udiv(f"t{v}", i(s)) if s > 1 else f"t{v}"
+            return [f"for k{v} in range({ix(i(k))}):", f"    t{v} = {ix(f'{o} + {i(p)} - k{v} * {i(dil)}')}",
+                    f"    if {cond}:", f"        i{v} = {quot}", f"        if i{v} < {i(size)}:"]
+
+        def nest(headers: list[list[str]], body: list[str]) -> list[str]:
+            """Each header's last line opens the block the next header (then the body) goes in."""
+            out, depth = [], 0
+            for lines in headers + [body]:
+                out += [" " * depth + l for l in lines]
+                last = lines[-1]
+                depth += len(last) - len(last.lstrip()) + 4
+            return out
+
+        loops = nest([taps("oh", PH, KH, DH, SH, H, "h"), taps("ow", PW, KW, DW, SW, W, "w"),
+                      [f"for ci in range({ix(i(CG))}):"]],
+                     [f"c = {ix(f'g * {i(CG)} + ci')}",
+                      f"v += A[{ux(f'{i(x_off)} + n * {i(C * H * W)}', f'(c * {i(H)} + ih) * {i(W)} + iw')}] * "
+                      f"P[{ux(i(w_off), f'((c * {i(OG)} + oc) * {i(KH)} + kh) * {i(KW)} + kw')}]"])
+        body = "\n".join(split_index("i", [("n", N), ("co", CO), ("oh", OH), ("ow", OW)]) + [
+            f"g = {udiv('co', i(OG))}", f"oc = {umod('co', i(OG))}", f"v = P[{ux(i(b_off), 'co')}]", *loops,
+            "ACTS", f"A[{ux(i(y_off), 'i')}] = v"])
+        return lo.step([n, *extra], [lo.elementwise("deconv", body, N * CO * OH * OW, acts)])

@@ -1,4 +1,8 @@
-"""InnerProduct: a matmul over the input flattened from `axis` on (C,H,W order)."""
+"""InnerProduct: a matmul over the input flattened from `axis` on (C,H,W order).
+
+Kernels: numpy sgemm plus a bias/activation pass on the CPU, codegen/cuda_gemm.py's fc kernel on
+CUDA.
+"""
 from __future__ import annotations
 
 from ..errors import NetcError
@@ -50,3 +54,60 @@ class InnerProduct(Layer):
         if len(ins[0]) == 4:
             return ((ins[0][2], 1, 0), (ins[0][3], 1, 0))
         return None
+
+    def lower_cpu(self, lo, n):
+        import numpy as np
+        d, a, xs, ys = lo._io(n)
+        O = a["num_output"]
+        K = self.fan_in(xs, a)
+        R = numel(ys) // O
+        wt = lo.w[f"{n}.weight"]   # float32 (VGG's fc6 is 400 MB): no float64 copy unless folded
+        if a["transpose"]:
+            wt = wt.T                                   # -> (O, K)
+        b = lo.w[f"{n}.bias"].astype(np.float64) if a["bias_term"] else np.zeros(O)
+        per_channel = len(ys) == 2  # folding needs the output's axis 1 to be num_output
+        extra, mul_add, acts = lo.absorb(n, fold=per_channel)
+        if mul_add is not None:
+            wt, b = wt * mul_add[0][:, None], b * mul_add[0] + mul_add[1]
+        out = (extra or [n])[-1]
+        bias = lo.param(b)
+        if R == 1:
+            w, x, y = lo.param(wt), lo.view(d["inputs"][0], (K,)), lo.view((out, 0), (O,))
+            lines = [f"np.matmul({w}, {x}, out={y})"]
+        else:
+            w, x, y = lo.param(wt.T), lo.view(d["inputs"][0], (R, K)), lo.view((out, 0), (R, O))
+            lines = [f"np.matmul({x}, {w}, out={y})"]
+        lines.append(self._row_bias(lo, lo.view((out, 0), (R, O)), R, O, bias, acts))
+        lo.step([n, *extra], lines)
+        return [n, *extra]
+
+    def _row_bias(self, lo, y, R, O, bias, acts):
+        from ..codegen.cpu_kit import i
+        k = lo.kernel("rowbias", f"""
+            def NAME(y, b):
+                for j in range({i(O)}):
+                    for r in range({i(R)}):
+                        v = y[r, j] + b[j]
+ACTS
+                        y[r, j] = v
+            """, R * O * 8, acts)
+        return f"{k}({y}, {bias})"
+
+    def lower_cuda(self, lo, n):
+        from ..codegen import cuda_gemm as gemm
+        import numpy as np
+        d, a, xs, ys = lo._io(n)
+        O = a["num_output"]
+        K = self.fan_in(xs, a)
+        R = numel(ys) // O
+        wt = lo.w[f"{n}.weight"].astype(np.float64)
+        if a["transpose"]:
+            wt = wt.T                                   # -> (O, K)
+        b = lo.w[f"{n}.bias"].astype(np.float64) if a["bias_term"] else np.zeros(O)
+        extra, mul_add, acts, out = lo.fused(n, fold=len(ys) == 2)
+        if mul_add is not None:
+            wt, b = wt * mul_add[0][:, None], b * mul_add[0] + mul_add[1]
+        x_off, y_off, b_off = lo.addr(d["inputs"][0]), lo.addr(out), lo.param(b)
+        w_off = lo.param(gemm.pack_fc_weights(wt.astype(np.float32)))
+        ks = gemm.fc_kernel("NAME", R, K, O, x_off, w_off, b_off, y_off, acts)
+        return lo.step([n, *extra], [lo._gemm_launch("fc", ks)])

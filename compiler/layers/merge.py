@@ -1,4 +1,8 @@
-"""Layers that join or split tensors: Eltwise, Concat, Slice, Split, ShuffleChannel."""
+"""Layers that join or split tensors: Eltwise, Concat, Slice, Split, ShuffleChannel.
+
+Kernels: the copies are numpy copies of bound views on the CPU and strided copy kernels on CUDA
+(where a Concat skips producers that wrote straight into its buffer).
+"""
 from __future__ import annotations
 
 from ..errors import NetcError
@@ -40,6 +44,50 @@ class Eltwise(Layer):
             return Ops(mul=n * (k - 1))
         return Ops(comp=n * (k - 1))
 
+    def lower_cpu(self, lo, n):
+        from ..codegen.cpu_kit import f32, i
+        d, a, xs, _ = lo._io(n)
+        size, k_in = numel(xs), len(d["inputs"])
+        extra, _, acts = lo.absorb(n, fold=False)
+        out = (extra or [n])[-1]
+        xs_ = [lo.view(src, (size,)) for src in d["inputs"]]
+        y = lo.view((out, 0), (size,))
+        op = a["operation"]
+        if op == "SUM":
+            coeff = a["coeff"] or (1.0,) * k_in
+            expr = " + ".join(f"x{j}[j]" if c == 1 else f"{f32(c)} * x{j}[j]" for j, c in enumerate(coeff))
+            lines = [f"v = {expr}"]
+        elif op == "PROD":
+            lines = ["v = " + " * ".join(f"x{j}[j]" for j in range(k_in))]
+        else:
+            lines = ["v = x0[j]"] + [f"v = max(v, x{j}[j])" for j in range(1, k_in)]
+        args = ", ".join(f"x{j}" for j in range(k_in))
+        k = lo.kernel("eltwise", f"""
+            def NAME(y, {args}):
+                for j in range({i(size)}):
+ACTS
+                    y[j] = v
+            """, size * k_in * 2, lines + acts)
+        lo.step([n, *extra], [f"{k}({y}, {', '.join(xs_)})"])
+        return [n, *extra]
+
+    def lower_cuda(self, lo, n):
+        from ..codegen.cuda_kit import f32, i, ux
+        d, a, xs, _ = lo._io(n)
+        size, k_in = numel(xs), len(d["inputs"])
+        extra, _, acts, out = lo.fused(n, fold=False)
+        xs_ = [f"A[{ux(i(lo.addr(src)), 'i')}]" for src in d["inputs"]]
+        op = a["operation"]
+        if op == "SUM":
+            coeff = a["coeff"] or (1.0,) * k_in
+            lines = ["v = " + " + ".join(x if c == 1 else f"{f32(c)} * {x}" for x, c in zip(xs_, coeff))]
+        elif op == "PROD":
+            lines = ["v = " + " * ".join(xs_)]
+        else:
+            lines = [f"v = {xs_[0]}"] + [f"v = max(v, {x})" for x in xs_[1:]]
+        body = "\n".join(lines + ["ACTS", f"A[{lo.out_at(out)}] = v"])
+        return lo.step([n, *extra], [lo.elementwise("eltwise", body, size, acts)])
+
 
 @register
 class Concat(Layer):
@@ -63,6 +111,30 @@ class Concat(Layer):
         out = list(ins[0])
         out[ax] = sum(s[ax] for s in ins)
         return [tuple(out)]
+
+    def lower_cpu(self, lo, n):
+        d, a, _, ys = lo._io(n)
+        O, CT, I = lo._outer_axis_inner(ys, a["axis"])
+        y = lo.view((n, 0), (O, CT, I))
+        lines, c0 = [], 0
+        for src, s in zip(d["inputs"], d["in_shapes"]):
+            c = s[a["axis"] % len(s)]
+            dst = lo.bind(f"{y}[:, {c0}:{c0 + c}]")
+            lines.append(f"np.copyto({dst}, {lo.view(src, (O, c, I))})")
+            c0 += c
+        lo.step([n], lines)
+
+    def lower_cuda(self, lo, n):
+        d, a, _, ys = lo._io(n)
+        O, CT, I = lo._outer_axis_inner(ys, a["axis"])
+        y_off = lo.addr((n, 0))
+        launches, c0 = [], 0
+        for src, s in zip(d["inputs"], d["in_shapes"]):
+            c = s[a["axis"] % len(s)]
+            if src not in lo.redirect or src in lo.unstrided:   # else the producer wrote its slice
+                launches.append(lo.copy((O, c * I), lo.addr(src), (c * I, 1), y_off + c0 * I, (CT * I, 1)))
+            c0 += c
+        return lo.step([n], launches)
 
 
 @register
@@ -95,6 +167,29 @@ class Slice(Layer):
         bounds = [0, *points, size]
         return [tuple(ins[0][:ax]) + (hi - lo,) + tuple(ins[0][ax + 1:]) for lo, hi in zip(bounds, bounds[1:])]
 
+    def lower_cpu(self, lo, n):
+        d, a, xs, _ = lo._io(n)
+        O, CT, I = lo._outer_axis_inner(xs, a["axis"])
+        x = lo.view(d["inputs"][0], (O, CT, I))
+        lines, c0 = [], 0
+        for port, s in enumerate(d["shapes"]):
+            c = s[a["axis"] % len(s)]
+            src = lo.bind(f"{x}[:, {c0}:{c0 + c}]")
+            lines.append(f"np.copyto({lo.view((n, port), (O, c, I))}, {src})")
+            c0 += c
+        lo.step([n], lines)
+
+    def lower_cuda(self, lo, n):
+        d, a, xs, _ = lo._io(n)
+        O, CT, I = lo._outer_axis_inner(xs, a["axis"])
+        x_off = lo.addr(d["inputs"][0])
+        launches, c0 = [], 0
+        for port, s in enumerate(d["shapes"]):
+            c = s[a["axis"] % len(s)]
+            launches.append(lo.copy((O, c * I), x_off + c0 * I, (CT * I, 1), lo.addr((n, port)), (c * I, 1)))
+            c0 += c
+        return lo.step([n], launches)
+
 
 @register
 class Split(Layer):
@@ -106,6 +201,21 @@ class Split(Layer):
 
     def multi_shapes(self, ins, a, loc, ntops):
         return [ins[0]] * ntops
+
+    def lower_cpu(self, lo, n):
+        d = lo.g.nodes[n]
+        x = lo.view(d["inputs"][0])
+        lo.step([n], [f"np.copyto({lo.view((n, p))}, {x})" for p in range(len(d["shapes"]))])
+
+    def lower_cuda(self, lo, n):
+        from ..codegen.cuda_kit import i, ux
+        d = lo.g.nodes[n]
+        x_off = lo.addr(d["inputs"][0])
+        outs = sorted({lo.addr((n, p)) for p in range(len(d["shapes"]))} - {x_off})
+        if not outs:
+            return lo.step([n], [])
+        body = "\n".join([f"v = A[{ux(i(x_off), 'i')}]"] + [f"A[{ux(i(o), 'i')}] = v" for o in outs])
+        return lo.step([n], [lo.elementwise("split", body, numel(d["shapes"][0]))])
 
 
 @register
@@ -120,3 +230,18 @@ class ShuffleChannel(Layer):
         if len(ins[0]) < 2 or ins[0][1] % a["group"]:
             raise NetcError(f"ShuffleChannel: channels of {fmt_shape(ins[0])} not divisible by group {a['group']}", loc)
         return [ins[0]]
+
+    def lower_cpu(self, lo, n):
+        d, a, xs, _ = lo._io(n)
+        N, C, S = lo._nc_s(xs)
+        g = a["group"]
+        src = lo.bind(f"{lo.view(d['inputs'][0], (N, g, C // g, S))}.transpose((0, 2, 1, 3))")
+        lo.step([n], [f"np.copyto({lo.view((n, 0), (N, C // g, g, S))}, {src})"])
+
+    def lower_cuda(self, lo, n):
+        d, a, xs, _ = lo._io(n)
+        N, C, S = lo._nc_s(xs)
+        g = a["group"]
+        # output viewed as (N, C/g, g, S) reads input viewed as (N, g, C/g, S)
+        return lo.step([n], [lo.copy((N, C // g, g, S), lo.addr(d["inputs"][0]), (C * S, S, C // g * S, 1),
+                                         lo.addr((n, 0)), lo.strides((N, C // g, g, S)))])

@@ -1,12 +1,90 @@
-"""BatchNorm, Scale, Bias and SSD's Normalize: per-channel affine work."""
+"""BatchNorm, Scale, Bias and SSD's Normalize: per-channel affine work.
+
+BatchNorm, Scale and Bias share one kernel per target (`_AffineKernels`); it runs only when
+fusion could not fold them into the convolution or InnerProduct before them.
+"""
 from __future__ import annotations
 
 from ..errors import NetcError
 from .base import Layer, Ops, Param, numel, register
 
 
+class _AffineKernels(Layer):
+    """Base of BatchNorm, Scale and Bias: their one kernel per target, y = x * mul + add with
+    (mul, add) from BatchNorm's statistics, Scale's or Bias's blobs, or a second input."""
+
+    def lower_cpu(self, lo, n):
+        """BatchNorm/Scale/Bias not folded into a conv: y = x * mul[n, c] + add[n, c]."""
+        import numpy as np
+        from ..codegen.cpu_kit import affine_of, i
+        d, a, xs, _ = lo._io(n)
+        N, C, S = lo._nc_s(xs)
+        ma = affine_of(lo.g, n, lo.w)
+        if ma is not None:
+            extra, more, acts = lo.absorb(n, fold=True)
+            if more is not None:
+                ma = (ma[0] * more[0], ma[1] * more[0] + more[1])
+            mul, add = lo.param(ma[0].reshape(1, C)), lo.param(ma[1].reshape(1, C))
+            mn = an = 0
+        else:
+            extra, _, acts = lo.absorb(n, fold=False)
+            other = d["inputs"][1]
+            per_n = d["in_shapes"][1] == (N, C) and N > 1
+            blob = lo.view(other, (N if per_n else 1, C))
+            if d["type"] == "Scale":
+                mul, mn = blob, int(per_n)
+                add = lo.param((lo.w[f"{n}.bias"] if d["attrs"]["bias_term"] else np.zeros(C)).reshape(1, C))
+                an = 0
+            else:
+                mul, mn, add, an = lo.param(np.ones((1, C))), 0, blob, int(per_n)
+        out = (extra or [n])[-1]
+        x, y = lo.view(d["inputs"][0], (N, C, S)), lo.view((out, 0), (N, C, S))
+        k = lo.kernel("affine", f"""
+            def NAME(x, m, a, y):
+                for r in range({i(N * C)}):
+                    n = r // {i(C)}
+                    c = r % {i(C)}
+                    mc = m[n * {i(mn)}, c]
+                    ac = a[n * {i(an)}, c]
+                    for j in range({i(S)}):
+                        v = x[n, c, j] * mc + ac
+ACTS
+                        y[n, c, j] = v
+            """, N * C * S * 2, acts)
+        lo.step([n, *extra], [f"{k}({x}, {mul}, {add}, {y})"])
+        return [n, *extra]
+
+    def lower_cuda(self, lo, n):
+        """BatchNorm/Scale/Bias not folded into a conv: y = x * mul[n, c] + add[n, c]."""
+        import numpy as np
+        from ..codegen.cpu_kit import affine_of
+        from ..codegen.cuda_kit import ONE, i, split_index, ux
+        d, a, xs, _ = lo._io(n)
+        N, C, S = lo._nc_s(xs)
+        ma = affine_of(lo.g, n, lo.w)
+        if ma is not None:
+            extra, more, acts, out = lo.fused(n, fold=True)
+            if more is not None:
+                ma = (ma[0] * more[0], ma[1] * more[0] + more[1])
+            mul, add = f"P[{ux(i(lo.param(ma[0])), 'c')}]", f"P[{ux(i(lo.param(ma[1])), 'c')}]"
+        else:
+            extra, _, acts, out = lo.fused(n, fold=False)
+            other = d["inputs"][1]
+            per_n = d["in_shapes"][1] == (N, C) and N > 1
+            blob = f"A[{ux(i(lo.addr(other)), f'n * {i(C)} + c' if per_n else 'c')}]"
+            if d["type"] == "Scale":
+                bias = lo.w[f"{n}.bias"] if d["attrs"]["bias_term"] else np.zeros(C)
+                mul, add = blob, f"P[{ux(i(lo.param(bias)), 'c')}]"
+            else:
+                mul, add = ONE, blob
+        x_off = lo.addr(d["inputs"][0])
+        body = "\n".join(split_index("i", [("n", N), ("c", C), ("_", S)]) + [
+            f"v = A[{ux(i(x_off), 'i')}] * {mul} + {add}", "ACTS", f"A[{lo.out_at(out)}] = v"])
+        return lo.step([n, *extra], [lo.elementwise("affine", body, N * C * S, acts)])
+
+
 @register
-class BatchNorm(Layer):
+class BatchNorm(_AffineKernels):
     """Caffe's BatchNorm has no affine part (a Scale layer follows); its three blobs are stored
     statistics: mean, variance and the moving-average factor, counted as buffers (2C + 1)."""
     type = "BatchNorm"
@@ -40,7 +118,7 @@ class BatchNorm(Layer):
         return Ops(add=n * (2 if a["affine"] else 1), div=n, mul=n if a["affine"] else 0)
 
 
-class _ChannelAffine(Layer):
+class _ChannelAffine(_AffineKernels):
     family = "norm"
     elementwise = True
     max_inputs = 2
@@ -111,3 +189,79 @@ class Normalize(Layer):
         n = numel(outs[0])
         positions = n // ins[0][1] if len(ins[0]) > 1 else 1
         return Ops(mul=2 * n, add=n, div=n, exp=positions)
+
+    def lower_cpu(self, lo, n):
+        import numpy as np
+        from ..codegen.cpu_kit import f32, i
+        d, a, xs, _ = lo._io(n)
+        N, C, S = lo._nc_s(xs)
+        w = lo.param(np.broadcast_to(lo.w[f"{n}.weight"], (C,)))
+        x, y = lo.view(d["inputs"][0], (N, C, S)), lo.view((n, 0), (N, C, S))
+        eps = f32(a["eps"])
+        if a["across_spatial"]:
+            k = lo.kernel("l2norm", f"""
+                def NAME(x, w, y):
+                    for n in range({i(N)}):
+                        s = Z
+                        for c in range({i(C)}):
+                            for j in range({i(S)}):
+                                s += x[n, c, j] * x[n, c, j]
+                        inv = ONE / np.sqrt(s + {eps})
+                        for c in range({i(C)}):
+                            for j in range({i(S)}):
+                                y[n, c, j] = x[n, c, j] * inv * w[c]
+                """, 0)
+        else:
+            k = lo.kernel("l2norm", f"""
+                def NAME(x, w, y):
+                    for n in range({i(N)}):
+                        for j in range({i(S)}):
+                            s = Z
+                            for c in range({i(C)}):
+                                s += x[n, c, j] * x[n, c, j]
+                            inv = ONE / np.sqrt(s + {eps})
+                            for c in range({i(C)}):
+                                y[n, c, j] = x[n, c, j] * inv * w[c]
+                """, 0)
+        lo.step([n], [f"{k}({x}, {w}, {y})"])
+
+    def lower_cuda(self, lo, n):
+        import numpy as np
+        from ..codegen.cuda_kit import ONE, ZERO, f32, i, ix, udiv, ux
+        from ..codegen.cuda import BLOCK, Launch
+        d, a, xs, _ = lo._io(n)
+        N, C, S = lo._nc_s(xs)
+        w_off = lo.param(np.broadcast_to(lo.w[f"{n}.weight"], (C,)))
+        x_off, y_off = lo.addr(d["inputs"][0]), lo.addr((n, 0))
+        eps = f32(a["eps"])
+        if not a["across_spatial"]:
+            body = f"""
+                base = {lo._row_base("i", C, S)}
+                s = {ZERO}
+                for c in range({ix(i(C))}):
+                    t = A[{ux(i(x_off), "base", f"c * {i(S)}")}]
+                    s += t * t
+                inv = {ONE} / math.sqrt(s + {eps})
+                for c in range({ix(i(C))}):
+                    A[{ux(i(y_off), "base", f"c * {i(S)}")}] = A[{ux(i(x_off), "base", f"c * {i(S)}")}] * inv * P[{ux(i(w_off), "c")}]
+            """
+            return lo.step([n], [lo.elementwise("l2norm", body, N * S)])
+        # across the whole sample: one block per sample, a shared-memory tree reduction
+        lines = [
+            "@cuda.jit(cache=True)", "def NAME(A, P):",
+            f"    part = cuda.shared.array({BLOCK}, float32)",
+            "    t = int32(cuda.threadIdx.x)",
+            f"    base = {ix(f'{i(x_off)} + int32(cuda.blockIdx.x) * {i(C * S)}')}",
+            f"    out = {ix(f'{i(y_off)} + int32(cuda.blockIdx.x) * {i(C * S)}')}",
+            f"    s = {ZERO}",
+            f"    for e in range(t, {ix(i(C * S))}, {ix(i(BLOCK))}):",
+            f"        v = A[{ux('base', 'e')}]",
+            "        s += v * v",
+            "    part[t] = s",
+            "    cuda.syncthreads()",
+            *["    " + l for l in lo.tree("part", "{a} + {b}", BLOCK)],
+            f"    inv = {ONE} / math.sqrt(part[0] + {eps})",
+            f"    for e in range(t, {ix(i(C * S))}, {ix(i(BLOCK))}):",
+            f"        A[{ux('out', 'e')}] = A[{ux('base', 'e')}] * inv * P[{ux(i(w_off), udiv('e', i(S)))}]"]
+        text = lo.index_math("\n".join(lines) + "\n")
+        return lo.step([n], [Launch(lo.register("l2norm", text), (N, 1, 1), (BLOCK, 1, 1), BLOCK * 4)])

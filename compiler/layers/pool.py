@@ -1,5 +1,8 @@
 """Pooling with Caffe's rounding: ceil by default, and the clip rule that drops a last window
-starting inside the padding. LRN lives here too: both slide a window, neither has weights."""
+starting inside the padding. LRN lives here too: both slide a window, neither has weights.
+
+Kernels: one numba loop nest (CPU) and one thread per output (CUDA) per layer.
+"""
 from __future__ import annotations
 
 from ..errors import NetcError
@@ -96,6 +99,90 @@ class Pooling(Layer):
         kernel, stride, pad = self.geometry(ins[0], a)
         return tuple(zip(kernel, stride, pad))
 
+    def lower_cpu(self, lo, n):
+        from ..codegen.cpu_kit import i
+        d, a, (N, C, H, W), (_, _, OH, OW) = lo._io(n)
+        (KH, KW), (SH, SW), (PH, PW) = self.geometry((N, C, H, W), a)
+        x, y = lo.view(d["inputs"][0], (N * C, H, W)), lo.view((n, 0), (N * C, OH, OW))
+        if a["pool"] == "MAX":
+            init, acc, fin = "m = np.float32(-3.4028234663852886e38)", "m = max(m, x[r, IH, IW])", "m"
+            fin_full = "m"
+        elif a["pool"] == "AVE":
+            init, acc, fin = "m = Z", "m += x[r, IH, IW]", "m / np.float32((he - hs) * (we - ws))"
+            fin_full = f"m / np.float32({i(KH * KW)})"
+        else:
+            raise NetcError(f'layer "{n}": STOCHASTIC pooling has no inference kernel', d["loc"])
+        # windows wholly inside the input (most of them) get constant trip counts; the border
+        # ones (padding, Caffe's ceil-mode last window) the clipped loops
+        owa = -(-PW // SW)
+        owb = max(min((W + PW - KW) // SW + 1, OW), owa)
+        clipped = f"""
+                            ws = ow * {i(SW)} - {i(PW)}
+                            we = min(ws + {i(KW)}, {i(W + PW)})
+                            {init}
+                            for ih in range(h0, h1):
+                                for iw in range(max(ws, 0), min(we, {i(W)})):
+                                    {acc.replace("IH", "ih").replace("IW", "iw")}
+                            y[r, oh, ow] = {fin}"""
+        k = lo.kernel("pool", f"""
+            def NAME(x, y):
+                for r in range({i(N * C)}):
+                    for oh in range({i(OH)}):
+                        hs = oh * {i(SH)} - {i(PH)}
+                        he = min(hs + {i(KH)}, {i(H + PH)})
+                        h0 = max(hs, 0)
+                        h1 = min(he, {i(H)})
+                        full = h0 == hs and h1 == hs + {i(KH)}
+                        a0 = {i(owa)} if full else {i(OW)}
+                        a1 = {i(owb)} if full else {i(OW)}
+                        for ow in range(a0, a1):
+                            ws = ow * {i(SW)} - {i(PW)}
+                            {init}
+                            for ih in range({i(KH)}):
+                                for iw in range({i(KW)}):
+                                    {acc.replace("IH", "hs + ih").replace("IW", "ws + iw")}
+                            y[r, oh, ow] = {fin_full}
+                        for ow in range(a0):{clipped}
+                        for ow in range(a1, {i(OW)}):{clipped}
+            """, N * C * OH * OW * KH * KW)
+        lo.step([n], [f"{k}({x}, {y})"])
+
+    def lower_cuda(self, lo, n):
+        import textwrap
+        from ..codegen.cuda_kit import ZERO, i, ix, split_index, ux
+        d, a, (N, C, H, W), (_, _, OH, OW) = lo._io(n)
+        (KH, KW), (SH, SW), (PH, PW) = self.geometry((N, C, H, W), a)
+        x_off, y_at = lo.addr(d["inputs"][0]), lo.out_at((n, 0))
+        x = f"A[{ux('xr', f'ih * {i(W)} + iw')}]"
+        if a["pool"] == "MAX":
+            init, acc, fin = "m = float32(-3.4028234663852886e38)", f"m = max(m, {x})", "m"
+        elif a["pool"] == "AVE":
+            init, acc = f"m = {ZERO}", f"m += {x}"
+            fin = (f"m / float32({ix('(min(hs + ' + i(KH) + ', ' + i(H + PH) + ') - hs) * (min(ws + ' + i(KW) + ', ' + i(W + PW) + ') - ws)')})")
+        else:
+            raise NetcError(f'layer "{n}": STOCHASTIC pooling has no inference kernel', d["loc"])
+
+        def inside(v, o, s, p, k, size):
+            """The bounds test of tap i<v>, without the halves no window can fail."""
+            tests = ([f"i{v} >= 0"] if p > 0 else []) + ([f"i{v} < {i(size)}"] if (o - 1) * s - p + k > size else [])
+            return " and ".join(tests) or "True"
+        # constant trip counts (the compiler unrolls small windows); a tap outside the input is
+        # skipped, the AVE divisor counts the padding inside H + pad as Caffe does
+        body = "\n".join(split_index("i", [("r", N * C), ("oh", OH), ("ow", OW)])) + "\n" + textwrap.dedent(f"""
+            hs = {ix(f"oh * {i(SH)} - {i(PH)}")}
+            ws = {ix(f"ow * {i(SW)} - {i(PW)}")}
+            xr = {ix(f"{i(x_off)} + r * {i(H * W)}")}
+            {init}
+            for kh in range({ix(i(KH))}):
+                ih = {ix("hs + kh")}
+                if {inside("h", OH, SH, PH, KH, H)}:
+                    for kw in range({ix(i(KW))}):
+                        iw = {ix("ws + kw")}
+                        if {inside("w", OW, SW, PW, KW, W)}:
+                            {acc}
+            A[{y_at}] = {fin}""")
+        return lo.step([n], [lo.elementwise("pool", body, N * C * OH * OW)])
+
 
 @register
 class LRN(Layer):
@@ -129,3 +216,73 @@ class LRN(Layer):
             s = a["local_size"]
             return ((s, 1, s // 2), (s, 1, s // 2))
         return None
+
+    def lower_cpu(self, lo, n):
+        from ..codegen.cpu_kit import i, neg_power
+        d, a, (N, C, H, W), _ = lo._io(n)
+        size, beta = a["local_size"], a["beta"]
+        pre = (size - 1) // 2
+        if a["norm_region"] == "ACROSS_CHANNELS":
+            x, y = lo.view(d["inputs"][0], (N, C, H * W)), lo.view((n, 0), (N, C, H * W))
+            k = lo.kernel("lrn", f"""
+                def NAME(x, y):
+                    for r in range({i(N * C)}):
+                        n = r // {i(C)}
+                        c = r % {i(C)}
+                        s = np.zeros({i(H * W)}, np.float32)
+                        for cc in range(max(c - {i(pre)}, 0), min(c - {i(pre)} + {i(size)}, {i(C)})):
+                            for j in range({i(H * W)}):
+                                t = x[n, cc, j]
+                                s[j] += t * t
+                        for j in range({i(H * W)}):
+                            u = np.float32({a['k']!r}) + np.float32({a['alpha'] / size!r}) * s[j]
+                            y[n, c, j] = x[n, c, j] * {neg_power("u", beta)}
+                """, N * C * H * W * size)
+        else:
+            x, y = lo.view(d["inputs"][0], (N * C, H, W)), lo.view((n, 0), (N * C, H, W))
+            k = lo.kernel("lrnwc", f"""
+                def NAME(x, y):
+                    for r in range({i(N * C)}):
+                        for h in range({i(H)}):
+                            for w in range({i(W)}):
+                                s = Z
+                                for ih in range(max(h - {i(pre)}, 0), min(h - {i(pre)} + {i(size)}, {i(H)})):
+                                    for iw in range(max(w - {i(pre)}, 0), min(w - {i(pre)} + {i(size)}, {i(W)})):
+                                        t = x[r, ih, iw]
+                                        s += t * t
+                                u = ONE + np.float32({a['alpha'] / size ** 2!r}) * s
+                                y[r, h, w] = x[r, h, w] * {neg_power("u", beta)}
+                """, N * C * H * W * size * size)
+        lo.step([n], [f"{k}({x}, {y})"])
+
+    def lower_cuda(self, lo, n):
+        import textwrap
+        from ..codegen.cuda_kit import ONE, ZERO, f32, i, ix, split_index, ux
+        d, a, (N, C, H, W), _ = lo._io(n)
+        size, beta = a["local_size"], a["beta"]
+        pre = (size - 1) // 2
+        x_off, y_at = lo.addr(d["inputs"][0]), lo.out_at((n, 0))
+        if a["norm_region"] == "ACROSS_CHANNELS":
+            body = "\n".join(split_index("i", [("n", N), ("c", C), ("j", H * W)])) + "\n" + textwrap.dedent(f"""
+                s = {ZERO}
+                for k in range({ix(i(size))}):
+                    cc = {ix(f"c - {i(pre)} + k")}
+                    if cc >= 0 and cc < {i(C)}:
+                        t = A[{ux(f"{i(x_off)} + n * {i(C * H * W)} + j", f"cc * {i(H * W)}")}]
+                        s += t * t
+                A[{y_at}] = A[{ux(i(x_off), "i")}] * math.pow({f32(a['k'])} + {f32(a['alpha'] / size)} * s, {f32(-beta)})""")
+            kind = "lrn"
+        else:
+            body = "\n".join(split_index("i", [("r", N * C), ("h", H), ("w", W)])) + "\n" + textwrap.dedent(f"""
+                s = {ZERO}
+                for kh in range({ix(i(size))}):
+                    ih = {ix(f"h - {i(pre)} + kh")}
+                    if ih >= 0 and ih < {i(H)}:
+                        for kw in range({ix(i(size))}):
+                            iw = {ix(f"w - {i(pre)} + kw")}
+                            if iw >= 0 and iw < {i(W)}:
+                                t = A[{ux(f"{i(x_off)} + r * {i(H * W)}", f"ih * {i(W)} + iw")}]
+                                s += t * t
+                A[{y_at}] = A[{ux(i(x_off), "i")}] * math.pow({ONE} + {f32(a['alpha'] / size ** 2)} * s, {f32(-beta)})""")
+            kind = "lrnwc"
+        return lo.step([n], [lo.elementwise(kind, body, N * C * H * W)])

@@ -1,4 +1,8 @@
-"""Layers that only move or relabel data: Flatten, Reshape, Permute, Crop, Softmax."""
+"""Layers that only move or relabel data: Flatten, Reshape, Permute, Crop, Softmax.
+
+Flatten and Reshape are views (no kernel); Permute and Crop copy; Softmax has the only
+reduction kernels here (a block per row on CUDA when rows are long).
+"""
 from __future__ import annotations
 
 from ..errors import NetcError, SoftShapeError
@@ -85,6 +89,19 @@ class Permute(Layer):
         order += [i for i in range(len(s)) if i not in order]
         return [tuple(s[i] for i in order)]
 
+    def lower_cpu(self, lo, n):
+        d, a, xs, _ = lo._io(n)
+        order = list(a["order"]) + [k for k in range(len(xs)) if k not in a["order"]]
+        src = lo.bind(f"{lo.view(d['inputs'][0])}.transpose({tuple(int(o) for o in order)!r})")
+        lo.step([n], [f"np.copyto({lo.view((n, 0))}, {src})"])
+
+    def lower_cuda(self, lo, n):
+        d, a, xs, ys = lo._io(n)
+        order = list(a["order"]) + [k for k in range(len(xs)) if k not in a["order"]]
+        st = lo.strides(xs)
+        return lo.step([n], [lo.copy(ys, lo.addr(d["inputs"][0]), [st[o] for o in order],
+                                         lo.addr((n, 0)), lo.strides(ys))])
+
 
 @register
 class Crop(Layer):
@@ -112,6 +129,27 @@ class Crop(Layer):
                                      f"{fmt_shape(big)}", loc, [out])
         return [out]
 
+    def lower_cpu(self, lo, n):
+        d, a, xs, ys = lo._io(n)
+        ax = a["axis"] % len(xs)
+        offs = list(a["offset"])
+        sl = []
+        for k in range(len(xs)):
+            off = 0 if k < ax else (offs[0] if len(offs) == 1 else offs[k - ax] if offs else 0)
+            sl.append(f"{int(off)}:{int(off + ys[k])}")
+        src = lo.bind(f"{lo.view(d['inputs'][0])}[{', '.join(sl)}]")
+        lo.step([n], [f"np.copyto({lo.view((n, 0))}, {src})"])
+
+    def lower_cuda(self, lo, n):
+        d, a, xs, ys = lo._io(n)
+        ax = a["axis"] % len(xs)
+        offs = list(a["offset"])
+        st = lo.strides(xs)
+        base = lo.addr(d["inputs"][0])
+        for k in range(ax, len(xs)):
+            base += (offs[0] if len(offs) == 1 else offs[k - ax] if offs else 0) * st[k]
+        return lo.step([n], [lo.copy(ys, base, st, lo.addr((n, 0)), lo.strides(ys))])
+
 
 @register
 class Softmax(Layer):
@@ -129,3 +167,87 @@ class Softmax(Layer):
     def ops(self, ins, outs, a):
         n = numel(outs[0])
         return Ops(comp=n, add=2 * n, exp=n, div=n)  # max, subtract, exp, sum, divide
+
+    def lower_cpu(self, lo, n):
+        from ..codegen.cpu_kit import i
+        d, a, xs, _ = lo._io(n)
+        O, C, I = lo._outer_axis_inner(xs, a["axis"])
+        x, y = lo.view(d["inputs"][0], (O, C, I)), lo.view((n, 0), (O, C, I))
+        k = lo.kernel("softmax", f"""
+            def NAME(x, y):
+                for o in range({i(O)}):
+                    for j in range({i(I)}):
+                        m = x[o, 0, j]
+                        for c in range(1, {i(C)}):
+                            m = max(m, x[o, c, j])
+                        s = Z
+                        for c in range({i(C)}):
+                            e = np.exp(x[o, c, j] - m)
+                            y[o, c, j] = e
+                            s += e
+                        s = ONE / s
+                        for c in range({i(C)}):
+                            y[o, c, j] *= s
+            """, O * C * I * 8)
+        lo.step([n], [f"{k}({x}, {y})"])
+
+    def lower_cuda(self, lo, n):
+        """One thread per row when rows are short (or strided and many); otherwise (a 1000-class output at
+        batch 1: one thread would make 3 passes over 1000 values alone) one block per row,
+        max and sum found by a shared-memory tree (no warp shuffles: the simulator lacks them)."""
+        import math
+        from ..codegen import cuda_gemm as gemm
+        from ..codegen.cuda_kit import ONE, ZERO, f32, i, ix, ux
+        from ..codegen.cuda import BLOCK, Launch, SOFTMAX_BLOCK_MIN
+        d, a, xs, _ = lo._io(n)
+        O, C, I = lo._outer_axis_inner(xs, a["axis"])
+        x_off, y_off = lo.addr(d["inputs"][0]), lo.addr((n, 0))
+        rows = O * I
+        # rows strided by I > 1: adjacent threads of the simple kernel read adjacent values
+        # (coalesced), so a block per row only pays when the rows are too few to fill the GPU
+        if C < SOFTMAX_BLOCK_MIN or (I > 1 and rows >= gemm.SMS * 32):
+            body = f"""
+                base = {lo._row_base("i", C, I)}
+                m = A[{ux(i(x_off), "base")}]
+                for c in range({ix(1)}, {ix(i(C))}):
+                    m = max(m, A[{ux(i(x_off), "base", f"c * {i(I)}")}])
+                s = {ZERO}
+                for c in range({ix(i(C))}):
+                    e = math.exp(A[{ux(i(x_off), "base", f"c * {i(I)}")}] - m)
+                    A[{ux(i(y_off), "base", f"c * {i(I)}")}] = e
+                    s += e
+                s = {ONE} / s
+                for c in range({ix(i(C))}):
+                    A[{ux(i(y_off), "base", f"c * {i(I)}")}] *= s
+            """
+            return lo.step([n], [lo.elementwise("softmax", body, rows)])
+        T = min(BLOCK, 1 << (C - 1).bit_length())
+        at = lambda base: ux(base, f"c * {i(I)}")
+        lines = [
+            "@cuda.jit(cache=True)", "def NAME(A, P):",
+            f"    red = cuda.shared.array({T}, float32)",
+            "    t = int32(cuda.threadIdx.x)",
+            f"    base = {lo._row_base('int32(cuda.blockIdx.x)', C, I)}",
+            f"    xb = {ix(f'{i(x_off)} + base')}",
+            f"    yb = {ix(f'{i(y_off)} + base')}",
+            f"    m = {f32(-math.inf)}",
+            f"    for c in range(t, {ix(i(C))}, {ix(i(T))}):",
+            f"        m = max(m, A[{at('xb')}])",
+            "    red[t] = m",
+            "    cuda.syncthreads()",
+            *["    " + l for l in lo.tree("red", "max({a}, {b})", T)],
+            "    m = red[0]",
+            "    cuda.syncthreads()",          # all have read red[0] before it is overwritten
+            f"    s = {ZERO}",
+            f"    for c in range(t, {ix(i(C))}, {ix(i(T))}):",
+            f"        e = math.exp(A[{at('xb')}] - m)",
+            f"        A[{at('yb')}] = e",
+            "        s += e",
+            "    red[t] = s",
+            "    cuda.syncthreads()",
+            *["    " + l for l in lo.tree("red", "{a} + {b}", T)],
+            f"    s = {ONE} / red[0]",
+            f"    for c in range(t, {ix(i(C))}, {ix(i(T))}):",
+            f"        A[{at('yb')}] *= s"]
+        text = lo.index_math("\n".join(lines) + "\n")
+        return lo.step([n], [Launch(lo.register("softmaxrow", text), (rows, 1, 1), (T, 1, 1), T * 4)])

@@ -1,0 +1,148 @@
+"""Source-text helpers for CPU kernel templates (numba), shared by the layers' `lower_cpu`
+(compiler/layers/*.py) and the CPU Lowering (compiler/codegen/cpu.py).
+
+Kept apart from cpu.py so layer modules can use them without importing the Lowering, and it must
+never import compiler.layers (cpu.py does; the layers import this inside their methods)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import NetcError
+
+
+def f32(x: float) -> str:
+    x = float(x)
+    if x != x:
+        raise NetcError("NaN constant in a layer parameter")
+    if x in (float("inf"), float("-inf")):
+        return "np.float32(np.inf)" if x > 0 else "np.float32(-np.inf)"
+    return f"np.float32({x!r})"
+
+
+def i(x) -> str:
+    return repr(int(x))
+
+
+def act_lines(d: dict) -> list[str] | None:
+    """Pointwise layer as statements on a float32 scalar `v`; None if it is not one."""
+    t, a = d["type"], d["attrs"]
+    if t == "ReLU":
+        s = a["negative_slope"]
+        return ["v = v if v > Z else Z"] if s == 0 else [f"v = v if v > Z else v * {f32(s)}"]
+    if t == "Clip":
+        return [f"v = min(max(v, {f32(a['min'])}), {f32(a['max'])})"]
+    if t == "Sigmoid":
+        return ["v = ONE / (ONE + np.exp(-v))"]
+    if t == "TanH":
+        return ["v = np.tanh(v)"]
+    if t == "ELU":
+        return [f"v = v if v > Z else {f32(a['alpha'])} * (np.exp(v) - ONE)"]
+    if t == "AbsVal":
+        return ["v = abs(v)"]
+    if t == "BNLL":
+        return ["v = v + np.log1p(np.exp(-v)) if v > Z else np.log1p(np.exp(v))"]
+    if t == "Power":
+        p, sc, sh = a["power"], a["scale"], a["shift"]
+        lines = [] if sc == 1 else [f"v = v * {f32(sc)}"]
+        lines += [] if sh == 0 else [f"v = v + {f32(sh)}"]
+        if p == 2:
+            lines.append("v = v * v")
+        elif p != 1:
+            lines.append(f"v = v ** {f32(p)}")
+        return lines
+    if t == "Dropout":
+        return []
+    return None
+
+
+# Winograd F(4x4, 3x3): interpolation points (plus infinity). Lavin's 0, +-1, +-2 keep the
+# transforms' coefficients small integers (exact in float32).
+WINOGRAD_POINTS = (0, 1, -1, 2, -2)
+WINOGRAD_MIN_CHANNELS = 16   # below this (first layers: C = 3) im2col + one sgemm is faster
+WINOGRAD_MIN_TILES = 16
+
+
+def winograd_matrices(points, m: int = 4, r: int = 3):
+    """(A^T, G, B^T) of F(m, r) by Toom-Cook on `points` plus infinity, as exact fractions:
+    y = A^T [(G g) * (B^T d)] is the correlation of d (m + r - 1 values) with g (r taps)."""
+    from fractions import Fraction
+    n = m + r - 1
+    p = [Fraction(x) for x in points]
+    if len(p) != n - 1 or len(set(p)) != n - 1:
+        raise ValueError(f"F({m}, {r}) needs {n - 1} distinct finite points")
+    at = [[p[j] ** k for j in range(n - 1)] + [Fraction(int(k == m - 1))] for k in range(m)]
+    g = []
+    for j in range(n - 1):
+        f = Fraction(1)
+        for l in range(n - 1):
+            f *= (p[j] - p[l]) if l != j else 1
+        g.append([p[j] ** k / f for k in range(r)])
+    g.append([Fraction(int(k == r - 1)) for k in range(r)])
+    bt = []
+    for j in range(n):   # coefficients of prod_{l != j} (x - p_l); all l for the infinite point
+        poly = [Fraction(1)]
+        for l in range(n - 1):
+            if l != j:
+                poly = [Fraction(0)] + poly
+                for k in range(len(poly) - 1):
+                    poly[k] -= p[l] * poly[k + 1]
+        bt.append(poly + [Fraction(0)] * (n - len(poly)))
+    return at, g, bt
+
+
+def winograd_pays(groups, c, co, kernel, stride, dilation, tiles) -> bool:
+    """F(4x4, 3x3) for 3x3 stride-1 convolutions with enough channels and enough 4x4 output
+    tiles (over the batch): its weights are 4x im2col's, so on 7x7 maps (4 tiles) reading
+    them costs more than the multiplies it saves. Measured vs im2col: 2.3x slower at 7x7 with
+    512 channels; 0.73-1.09x at 13x13-14x14 (16 tiles); 0.3-0.5x from 28x28 up (BENCHMARKS.md)."""
+    return (groups == 1 and tuple(kernel) == (3, 3) and tuple(stride) == (1, 1)
+            and tuple(dilation) == (1, 1) and min(c, co) >= WINOGRAD_MIN_CHANNELS
+            and tiles >= WINOGRAD_MIN_TILES)
+
+
+def indent(lines: list[str], spaces: int) -> str:
+    return "\n".join(" " * spaces + line for line in lines)
+
+
+def neg_power(u: str, beta: float) -> str:
+    """u ** -beta as source; Caffe's default beta 0.75 with square roots (no exp/log)."""
+    if beta == 0.75:
+        return f"(ONE / (np.sqrt({u}) * np.sqrt(np.sqrt({u}))))"
+    return f"{u} ** np.float32({-beta!r})"
+
+
+def lincomb(coeffs, names) -> str:
+    """sum(c * name) as source, zero terms dropped, +-1 without a multiply."""
+    terms = []
+    for c, nm in zip(coeffs, names):
+        c = float(c)
+        if c == 0:
+            continue
+        sign = "-" if c < 0 else "+"
+        terms.append(f"{sign} {nm}" if abs(c) == 1 else f"{sign} {f32(abs(c))} * {nm}")
+    if not terms:
+        return "Z"
+    head = terms[0][2:] if terms[0][0] == "+" else "-" + terms[0][2:]
+    return " ".join([head] + terms[1:])
+
+
+def affine_of(g, n, w) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-channel (multiplier, offset) of a BatchNorm/Scale/Bias that reads only parameters."""
+    d = g.nodes[n]
+    if len(d["inputs"]) != 1:
+        return None
+    t, a, c = d["type"], d["attrs"], d["in_shapes"][0][1]
+    one, zero = np.ones(c), np.zeros(c)
+    if t == "BatchNorm":
+        f = w.get(f"{n}.moving_average_factor", np.ones(1))[0]
+        f = 1.0 / f if f != 0 else 1.0
+        mul = 1.0 / np.sqrt(w[f"{n}.var"].astype(np.float64) * f + a["eps"])
+        add = -w[f"{n}.mean"].astype(np.float64) * f * mul
+        if a["affine"]:
+            mul, add = mul * w[f"{n}.weight"], add * w[f"{n}.weight"] + w[f"{n}.bias"]
+        return mul, add
+    if t == "Scale":
+        return w[f"{n}.weight"].astype(np.float64), (w[f"{n}.bias"] if a["bias_term"] else zero)
+    if t == "Bias":
+        return one, w[f"{n}.bias"].astype(np.float64)
+    return None
