@@ -35,8 +35,10 @@ def _threads_from_argv(argv) -> int:
 
 
 THREADS = _threads_from_argv(sys.argv)
-for _var in ("OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS"):
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
     os.environ[_var] = str(THREADS)
+# netc's numba loops follow netc's own policy (runtime/threads.py: one thread on <= 2 cores,
+# OpenBLAS owns the cores), so what is measured is what `netc run` does.
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

@@ -23,6 +23,7 @@ from ..compiler.layers.base import fmt_shape
 from ..compiler.passes import forward_nodes
 from . import memory
 from . import weights as wmod
+from .threads import configure_numba
 from ..compiler.plan import assign_offsets
 
 
@@ -31,18 +32,10 @@ def cache_dir(target: str = "cpu") -> Path:
     return Path(root) / target
 
 
-def _configure_numba() -> None:
-    """numba's OpenMP pool and OpenBLAS's threads oversubscribe 2 cores badly (KERNELS.md:
-    ResNet-50 476 ms); the workqueue layer does not, unless the user chose a layer."""
-    if "NUMBA_THREADING_LAYER" not in os.environ:
-        import numba
-        numba.config.THREADING_LAYER = "workqueue"
-
-
 def load_module(source: str, target: str = "cpu"):
     """Import generated source from a real file named by its hash: numba's cache=True needs a
     file, and the same network compiled twice reuses both the file and the machine code."""
-    _configure_numba()
+    configure_numba()
     digest = hashlib.sha256(source.encode()).hexdigest()[:24]
     name = f"netc_{target}_{digest}"
     if name in sys.modules:

@@ -9,16 +9,11 @@ values do not depend on the thread count. The 24 high bits of each hash give a u
 from __future__ import annotations
 
 import hashlib
-import os
 
 import numba as nb
 import numpy as np
 
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    # numba's OpenMP pool and OpenBLAS's threads oversubscribe 2 cores (KERNELS.md: ResNet-50
-    # 476 ms); the workqueue layer does not. Set before the first parallel kernel runs.
-    nb.config.THREADING_LAYER = "workqueue"
-
+from .threads import all_cores, configure_numba
 
 @nb.njit(cache=True, parallel=True, fastmath=True)
 def _fill(out, key, lo, hi):
@@ -40,7 +35,9 @@ def stream_key(seed: int, stream: int) -> int:
 
 def uniform(shape, lo: float, hi: float, seed: int, stream: int) -> np.ndarray:
     """float32 array of `shape`, uniform in [lo, hi), the same for the same (seed, stream)."""
+    configure_numba()
     out = np.empty(int(np.prod(shape, dtype=np.int64)), np.float32)
     if out.size:
-        _fill(out, stream_key(seed, stream), float(lo), float(hi))
+        with all_cores():
+            _fill(out, stream_key(seed, stream), float(lo), float(hi))
     return out.reshape(shape)
