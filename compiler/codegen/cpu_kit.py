@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import NetcError
+from . import pointwise
+from .pointwise import Dialect
 
 
 def f32(x: float) -> str:
@@ -23,36 +25,13 @@ def i(x) -> str:
     return repr(int(x))
 
 
+CPU = Dialect(f32, "Z", "ONE", "np", "v ** {p}")
+
+
 def act_lines(d: dict) -> list[str] | None:
-    """Pointwise layer as statements on a float32 scalar `v`; None if it is not one."""
-    t, a = d["type"], d["attrs"]
-    if t == "ReLU":
-        s = a["negative_slope"]
-        return ["v = v if v > Z else Z"] if s == 0 else [f"v = v if v > Z else v * {f32(s)}"]
-    if t == "Clip":
-        return [f"v = min(max(v, {f32(a['min'])}), {f32(a['max'])})"]
-    if t == "Sigmoid":
-        return ["v = ONE / (ONE + np.exp(-v))"]
-    if t == "TanH":
-        return ["v = np.tanh(v)"]
-    if t == "ELU":
-        return [f"v = v if v > Z else {f32(a['alpha'])} * (np.exp(v) - ONE)"]
-    if t == "AbsVal":
-        return ["v = abs(v)"]
-    if t == "BNLL":
-        return ["v = v + np.log1p(np.exp(-v)) if v > Z else np.log1p(np.exp(v))"]
-    if t == "Power":
-        p, sc, sh = a["power"], a["scale"], a["shift"]
-        lines = [] if sc == 1 else [f"v = v * {f32(sc)}"]
-        lines += [] if sh == 0 else [f"v = v + {f32(sh)}"]
-        if p == 2:
-            lines.append("v = v * v")
-        elif p != 1:
-            lines.append(f"v = v ** {f32(p)}")
-        return lines
-    if t == "Dropout":
-        return []
-    return None
+    """Pointwise layer as statements on a float32 local `v` (codegen/pointwise.py); None if
+    it is not one."""
+    return pointwise.act_lines(d, CPU)
 
 
 # Winograd F(4x4, 3x3): interpolation points (plus infinity). Lavin's 0, +-1, +-2 keep the

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 
 from ..errors import NetcError
+from . import pointwise
+from .pointwise import Dialect
 
 
 def f32(x: float) -> str:
@@ -27,37 +29,13 @@ def i(x) -> str:
 ZERO, ONE = "float32(0.0)", "float32(1.0)"
 
 
+CUDA = Dialect(f32, ZERO, ONE, "math", "math.pow(v, {p})")
+
+
 def act_lines(d: dict) -> list[str] | None:
-    """Pointwise layer as statements on a float32 local `v` (float32 constants, math.* calls:
-    a bare 0.5 or np.exp would compute in float64, KERNELS.md); None if it is not one."""
-    t, a = d["type"], d["attrs"]
-    if t == "ReLU":
-        s = a["negative_slope"]
-        return [f"v = v if v > {ZERO} else {ZERO}"] if s == 0 else [f"v = v if v > {ZERO} else v * {f32(s)}"]
-    if t == "Clip":
-        return [f"v = min(max(v, {f32(a['min'])}), {f32(a['max'])})"]
-    if t == "Sigmoid":
-        return [f"v = {ONE} / ({ONE} + math.exp(-v))"]
-    if t == "TanH":
-        return ["v = math.tanh(v)"]
-    if t == "ELU":
-        return [f"v = v if v > {ZERO} else {f32(a['alpha'])} * (math.exp(v) - {ONE})"]
-    if t == "AbsVal":
-        return ["v = abs(v)"]
-    if t == "BNLL":
-        return [f"v = v + math.log1p(math.exp(-v)) if v > {ZERO} else math.log1p(math.exp(v))"]
-    if t == "Power":
-        p, sc, sh = a["power"], a["scale"], a["shift"]
-        lines = [] if sc == 1 else [f"v = v * {f32(sc)}"]
-        lines += [] if sh == 0 else [f"v = v + {f32(sh)}"]
-        if p == 2:
-            lines.append("v = v * v")
-        elif p != 1:
-            lines.append(f"v = math.pow(v, {f32(p)})")
-        return lines
-    if t == "Dropout":
-        return []
-    return None
+    """Pointwise layer as statements on a float32 local `v` (codegen/pointwise.py); None if
+    it is not one."""
+    return pointwise.act_lines(d, CUDA)
 
 
 # Index math. numba types Python ints and cuda.grid(1) as int64: signed 64-bit index math costs
