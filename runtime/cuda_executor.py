@@ -13,7 +13,6 @@ import time
 
 import numpy as np
 
-from ..compiler.codegen.cpu import SOURCES
 from ..compiler.errors import NetcError
 from ..compiler.layers.base import fmt_shape
 from .executor import Executable, generate, load_module
@@ -76,14 +75,7 @@ class CudaExecutable(Executable):
         self.places = self.program.places
         self.steps = [[getattr(self.module, l.kernel)[l.grid, l.block, self.stream] for l in s.launches]
                       for s in self.program.steps]
-        self.types = {n: g.nodes[n]["type"] for n in self.order}
-        self.flops = {n: g.nodes[n]["ops"].flops for n in self.order}
-        self.inputs = {g.nodes[n]["tops"][p]: (n, p) for n in self.order if g.nodes[n]["type"] in SOURCES
-                       for p in range(len(g.nodes[n]["tops"]))}
-        read = {src for n in self.order if self.types[n] != "Implicit" for src in g.nodes[n]["inputs"]}
-        self.outputs = [g.nodes[n]["tops"][p] for n in self.order if self.types[n] not in SOURCES
-                        for p in range(len(g.nodes[n]["shapes"])) if (n, p) not in read]
-        self.outputs = [o for o in self.outputs if self.blob_key[o][0] not in self.program.hidden]
+        self._index_blobs(g)
 
     def _view(self, key):
         """The device array holding output `key` (a view into the arena)."""

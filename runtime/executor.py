@@ -117,6 +117,11 @@ class Executable:
             size = int(np.prod(shape, dtype=np.int64))
             self.views.append(self.arena[offsets[b]:offsets[b] + size].reshape(shape))
         self.steps = self.module.make(self.views, self.scratch, self.program.params)
+        self._index_blobs(g)
+
+    def _index_blobs(self, g) -> None:
+        """Types and FLOPs per node, the network's inputs, and its outputs (blobs nobody reads
+        that are materialized), for both targets."""
         self.types = {n: g.nodes[n]["type"] for n in self.order}
         self.flops = {n: g.nodes[n]["ops"].flops for n in self.order}
         self.inputs = {g.nodes[n]["tops"][p]: (n, p) for n in self.order if g.nodes[n]["type"] in SOURCES

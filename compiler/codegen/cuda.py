@@ -96,6 +96,7 @@ class Lowering:
     # fusion is the CPU target's, verbatim: same single-reader / same-buffer / keep rules
     next_fusable = CpuLowering.next_fusable
     absorb = CpuLowering.absorb
+    _io, _nc_s, _outer_axis_inner = CpuLowering._io, CpuLowering._nc_s, CpuLowering._outer_axis_inner
 
     def __init__(self, g: nx.DiGraph, weights: dict, buffer_of: dict, keep: set,
                  unused: frozenset = frozenset(), no_stride: frozenset = frozenset()):
@@ -275,20 +276,9 @@ class Lowering:
         return self.prog
 
     # ---- shared by the layers' lower_cuda (compiler/layers/*.py) --------------------------------
-    def _io(self, n):
-        d = self.g.nodes[n]
-        return d, d["attrs"], d["in_shapes"][0], d["shapes"][0]
-
-    def _nc_s(self, shape):
-        return shape[0], shape[1], numel(shape[2:])
-
     def _gemm_launch(self, kind, ks) -> Launch:
         """Register a cuda_gemm kernel generated under the name NAME."""
         return Launch(self.register(kind, ks.source), tuple(ks.grid), tuple(ks.block), int(ks.shared_bytes))
-
-    def _outer_axis_inner(self, shape, axis):
-        ax = axis % len(shape)
-        return numel(shape[:ax]), shape[ax], numel(shape[ax + 1:])
 
     def _row_base(self, row: str, C: int, I: int) -> str:
         """Flat offset of element 0 of row `row` (outer index * C * I + inner index)."""
