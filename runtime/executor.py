@@ -6,16 +6,12 @@ are copied out right after the step that finalizes them, because their bytes are
 """
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import math
-import os
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
+from ..compiler.codegen import modules
 from ..compiler.codegen.cpu import SOURCES, lower
 from ..compiler.errors import NetcError, SoftShapeError
 from ..compiler.layers import REGISTRY
@@ -27,31 +23,14 @@ from .threads import configure_numba
 from ..compiler.plan import assign_offsets
 
 
-def cache_dir(target: str = "cpu") -> Path:
-    root = os.environ.get("NETC_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "netc")
-    return Path(root) / target
+def cache_dir(target: str = "cpu"):
+    return modules.cache_dir(target)
 
 
 def load_module(source: str, target: str = "cpu"):
-    """Import generated source from a real file named by its hash: numba's cache=True needs a
-    file, and the same network compiled twice reuses both the file and the machine code."""
+    """The generated module for `target`, imported from the cache (codegen/modules.py)."""
     configure_numba()
-    digest = hashlib.sha256(source.encode()).hexdigest()[:24]
-    name = f"netc_{target}_{digest}"
-    if name in sys.modules:
-        return sys.modules[name]
-    d = cache_dir(target)
-    d.mkdir(parents=True, exist_ok=True)
-    path = d / f"m_{digest}.py"
-    if not path.is_file() or path.read_text() != source:
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(source)
-        os.replace(tmp, path)
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return modules.import_source(source, target)
 
 
 def _refuse_soft_shapes(g, order) -> None:

@@ -115,14 +115,20 @@ def lowering_of(lowering, n: str, target: str):
     return lambda m: fn(layer, lowering, m)
 
 
+def readers_of(g: nx.DiGraph, order: list) -> dict[tuple, list]:
+    """(node, port) -> the nodes that read it, in forward order: fusion needs single readers."""
+    readers: dict[tuple, list] = {}
+    for n in order:
+        for src in g.nodes[n]["inputs"]:
+            readers.setdefault(src, []).append(n)
+    return readers
+
+
 class Lowering:
     def __init__(self, g: nx.DiGraph, weights: dict, buffer_of: dict, keep: set):
         self.g, self.w, self.keep = g, weights, keep
         self.order = forward_nodes(g)
-        self.readers: dict[tuple, list] = {}
-        for n in self.order:
-            for src in g.nodes[n]["inputs"]:
-                self.readers.setdefault(src, []).append(n)
+        self.readers = readers_of(g, self.order)
         self.ns = Namespace()
         self.kernels: dict[str, str] = {}      # template text -> kernel name
         self.kernel_src: list[str] = []

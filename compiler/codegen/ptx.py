@@ -6,43 +6,21 @@ NVVM comes from numba-cuda's CUDA 12 wheels, and ptxas must come from the same t
 """
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import os
 import re
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 from ..errors import NetcError
 from .cuda_gemm import KERNEL_HEADER, SIG
-
-
-def _cache_dir() -> Path:
-    root = os.environ.get("NETC_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "netc")
-    return Path(root) / "ptx"
+from .modules import import_source
 
 
 def load_kernel(source: str, name: str):
     """The `@cuda.jit` dispatcher `name` defined by `source`, imported from a real file under the
     cache dir (numba's cache=True needs one; tracebacks get a location). Compiles nothing yet."""
-    text = KERNEL_HEADER + "\n" + source
-    digest = hashlib.sha256(text.encode()).hexdigest()[:24]
-    modname = f"netc_ptx_{digest}"
-    if modname not in sys.modules:
-        d = _cache_dir()
-        d.mkdir(parents=True, exist_ok=True)
-        path = d / f"k_{digest}.py"
-        if not path.is_file() or path.read_text() != text:
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(text)
-            os.replace(tmp, path)
-        spec = importlib.util.spec_from_file_location(modname, path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[modname] = module
-    return getattr(sys.modules[modname], name)
+    return getattr(import_source(KERNEL_HEADER + "\n" + source, "ptx", prefix="k"), name)
 
 
 def compile_kernel_ptx(source: str, name: str, cc=(9, 0)) -> str:
