@@ -294,6 +294,39 @@ def test_ave_pool_divisor_counts_padding_inside_the_padded_extent():
     np.testing.assert_allclose(y[0, 0], ref, rtol=1e-6)
 
 
+RESIDUAL_NET = inp(2, 8, 9, 9) + "".join([
+    # identity block: conv + BN + Scale, then the add (in place on the conv's output) and ReLU
+    layer("a1", "Convolution", "data", "a1", "convolution_param { num_output: 8 kernel_size: 1 }"),
+    layer("a1_bn", "BatchNorm", "a1", "a1"),
+    layer("a1_sc", "Scale", "a1", "a1", "scale_param { bias_term: true }"),
+    layer("add1", "Eltwise", ["a1", "data"], "add1"),
+    layer("relu1", "ReLU", "add1", "add1"),
+    # projection block: the shortcut conv runs last, so it is the one that does the add
+    layer("b1", "Convolution", "add1", "b1", "convolution_param { num_output: 12 kernel_size: 3 stride: 2 pad: 1 }"),
+    layer("b1_relu", "ReLU", "b1", "b1"),
+    layer("proj", "Convolution", "add1", "proj", "convolution_param { num_output: 12 kernel_size: 1 stride: 2 }"),
+    layer("add2", "Eltwise", ["b1", "proj"], "add2", "eltwise_param { coeff: 0.5 coeff: -2 }"),
+    layer("tanh2", "TanH", "add2", "add2"),
+    # an add whose first operand lives on (not in place), three operands, then MAX and PROD
+    layer("c0", "Convolution", "add2", "c0", "convolution_param { num_output: 12 kernel_size: 1 }"),
+    layer("c1", "Convolution", "add2", "c1", "convolution_param { num_output: 12 kernel_size: 3 pad: 1 }"),
+    layer("add3", "Eltwise", ["add2", "c0", "c1"], "add3"),
+    layer("d1", "Convolution", "add3", "d1", "convolution_param { num_output: 12 kernel_size: 1 }"),
+    layer("max4", "Eltwise", ["d1", "add2"], "max4", "eltwise_param { operation: MAX }"),
+    layer("e1", "Convolution", "max4", "e1", "convolution_param { num_output: 12 kernel_size: 1 }"),
+    layer("prod5", "Eltwise", ["add3", "e1"], "prod5", "eltwise_param { operation: PROD }"),
+])
+
+
+def test_residual_adds_fused_into_the_conv_epilogue_match_torch():
+    ex, _ = check(RESIDUAL_NET)
+    fused = {s.layers[0]: s.layers for s in ex.program.steps}
+    assert fused["a1"] == ["a1", "a1_bn", "a1_sc", "add1", "relu1"]
+    assert fused["proj"] == ["proj", "add2", "tanh2"]
+    assert fused["c1"][-1] == "add3" and fused["d1"][-1] == "max4" and fused["e1"][-1] == "prod5"
+    assert not any(s.type == "Eltwise" for s in ex.program.steps)
+
+
 def test_pointwise_merge_and_shape_layers_match_torch():
     check(POINT_NET)
 

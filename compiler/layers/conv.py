@@ -108,12 +108,41 @@ class Convolution(_ConvBase):
         macc = numel(outs[0]) * (cin // self.groups(cin, a)) * a["kernel"][0] * a["kernel"][1]
         return Ops(macc=macc, add=numel(outs[0]) if a["bias_term"] else 0)
 
-    def _epilogue(self, lo, y3: str, shape3, bias: str, acts: list[str]) -> str:
-        """Bias per channel (axis 1 of y3) plus fused activations, one pass over the output."""
-        from ..codegen.cpu_kit import i
+    def _epilogue(self, lo, y3: str, shape3, bias: str, acts: list[str], merge=None) -> str:
+        """Bias per channel (axis 1 of y3) plus fused activations, one pass over the output; with
+        `merge` (Lowering.absorb_merge) also the Eltwise after the layer and its activations,
+        written to the Eltwise's output."""
+        from ..codegen.cpu_kit import f32, i
         nb_, c, l = shape3
-        k = lo.kernel("epi", f"""
-            def NAME(y, b):
+        if merge is None:
+            k = lo.kernel("epi", f"""
+                def NAME(y, b):
+                    for r in range({i(nb_ * c)}):
+                        n = r // {i(c)}
+                        ch = r % {i(c)}
+                        bc = b[ch]
+                        for j in range({i(l)}):
+                            v = y[n, ch, j] + bc
+ACTS
+                            y[n, ch, j] = v
+                """, nb_ * c * l, acts)
+            return f"{k}({y3}, {bias})"
+        nodes, operands, op, merge_acts = merge
+        terms, others = [], []
+        for src, coeff in operands:
+            t = "v" if src is None else f"x{len(others)}[n, ch, j]"
+            if src is not None:
+                others.append(lo.view(src, shape3))
+            terms.append(t if coeff == 1 else f"{f32(coeff)} * {t}")
+        if op == "SUM":
+            combine = ["v = " + " + ".join(terms)]
+        elif op == "PROD":
+            combine = ["v = " + " * ".join(terms)]
+        else:
+            combine = [f"v = {terms[0]}"] + [f"v = max(v, {t})" for t in terms[1:]]
+        args = ", ".join(f"x{k}" for k in range(len(others)))
+        k = lo.kernel("epi_merge", f"""
+            def NAME(y, b, o, {args}):
                 for r in range({i(nb_ * c)}):
                     n = r // {i(c)}
                     ch = r % {i(c)}
@@ -121,9 +150,9 @@ class Convolution(_ConvBase):
                     for j in range({i(l)}):
                         v = y[n, ch, j] + bc
 ACTS
-                        y[n, ch, j] = v
-            """, nb_ * c * l, acts)
-        return f"{k}({y3}, {bias})"
+                        o[n, ch, j] = v
+            """, nb_ * c * l * (2 + len(others)), acts + combine + merge_acts)
+        return f"{k}({y3}, {bias}, {lo.view((nodes[-1], 0), shape3)}, {', '.join(others)})"
 
     def lower_cpu(self, lo, n):
         import numpy as np
@@ -204,9 +233,11 @@ ACTS
                                     col[r, base + ow] = Z
                 """, C * KH * KW * L)
             lines += [f"    {k}({x3}[n], {col})", f"    np.matmul({w}, {colg}, out={yg}[n])"]
-        lines.append(self._epilogue(lo, y3, (N, CO, L), bias, acts))
-        lo.step([n, *extra], lines)
-        return [n, *extra]
+        merge = lo.absorb_merge(out)
+        lines.append(self._epilogue(lo, y3, (N, CO, L), bias, acts, merge))
+        nodes = [n, *extra, *(merge[0] if merge else [])]
+        lo.step(nodes, lines)
+        return nodes
 
     def _winograd(self, lo, d, wt, bias, out_key, acts) -> list[str]:
         """3x3 stride-1 convolution as Winograd F(4x4, 3x3): 36 batched sgemms [CO, C] x [C, T]
