@@ -19,7 +19,7 @@ from ..compiler.layers.base import fmt_shape
 from ..compiler.passes import forward_nodes
 from . import memory
 from . import weights as wmod
-from .threads import configure_numba
+from .threads import configure_numba, loops_parallel
 from ..compiler.plan import assign_offsets
 
 
@@ -69,7 +69,10 @@ def generate(net, batch: int | None = None, weights=None, seed: int = 0, blobs=(
             from ..compiler.errors import did_you_mean
             raise NetcError(f'no blob named "{b}"' + did_you_mean(b, list(blob_key)))
         keep.add(blob_key[b])
-    prog = (target_lower or lower)(g, w, buffer_of, keep)
+    if target_lower is None:
+        prog = lower(g, w, buffer_of, keep, parallel=loops_parallel())
+    else:
+        prog = target_lower(g, w, buffer_of, keep)
     return prog, {"analysis": analysis, "weights": w, "blob_key": blob_key, "order": order,
                   "offsets": offsets, "length": length}
 

@@ -24,6 +24,14 @@ def configure_numba() -> None:
         numba.set_num_threads(1)
 
 
+def loops_parallel() -> bool:
+    """Whether generated loops should be prange loops: only when numba has threads to run them
+    on (with one thread the parallel machinery costs more than it saves)."""
+    import numba
+    configure_numba()
+    return numba.get_num_threads() > 1
+
+
 @contextlib.contextmanager
 def all_cores():
     """numba on every core for work that runs while OpenBLAS is idle (filling random weights:
