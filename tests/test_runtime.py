@@ -448,6 +448,29 @@ def test_winograd_only_where_it_pays():
     assert wino == {f"fire{k}/expand3x3" for k in range(2, 10)}   # conv1 (3 channels, stride 2): im2col
 
 
+def test_parallel_kernels_match_torch(monkeypatch):
+    """Machines with more than two cores get prange loops; this one (like CI) has two, so
+    force them here: no race and no wrong index in any parallel variant."""
+    import numba
+    from netc.compiler.codegen import cpu
+    from netc.runtime import executor
+    monkeypatch.setattr(executor, "loops_parallel", lambda: True)
+    monkeypatch.setattr(cpu, "PAR_MIN", 1)   # every kernel, however small
+    before = numba.get_num_threads()
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    try:
+        for text in (CONV_NET, POOL_NET, POINT_NET, RESIDUAL_NET, winograd_net(2, 16, 13, 11, 16, 1)):
+            ex, _ = check(text, all_blobs=False)
+            assert "nb.prange(" in ex.program.source and "parallel=True" in ex.program.source
+    finally:
+        numba.set_num_threads(before)
+
+
+def test_one_thread_gets_plain_loops():
+    ex, _ = check(RESIDUAL_NET, all_blobs=False)
+    assert "prange" not in ex.program.source and "parallel=True" not in ex.program.source
+
+
 def test_winograd_error_stays_small_through_a_deep_chain():
     """Twelve Winograd layers in a row (VGG's depth of 3x3 convolutions): F(4x4, 3x3)'s larger
     rounding error must not compound past the 1e-4 bar."""

@@ -156,7 +156,8 @@ class Lowering:
                 indent = below[:len(below) - len(below.lstrip())]
                 lines[j] = "\n".join(indent + a for a in acts)
         text = textwrap.dedent("\n".join(l for l in lines if l != "")).strip("\n")
-        text = text.replace("range(", "nb.prange(", 1) if par == "True" else text
+        # the first loop is the parallel one (a template may mark more with nb.prange)
+        text = text.replace("range(", "nb.prange(", 1) if par == "True" else text.replace("nb.prange(", "range(")
         text = f"@nb.njit(cache=True, fastmath=True, parallel={par}, boundscheck=False, error_model='numpy')\n{text}\n"
         if text not in self.kernels:
             name = f"k_{kind}_{len(self.kernels)}"
