@@ -104,6 +104,8 @@ class Pooling(Layer):
         d, a, (N, C, H, W), (_, _, OH, OW) = lo._io(n)
         (KH, KW), (SH, SW), (PH, PW) = self.geometry((N, C, H, W), a)
         x, y = lo.view(d["inputs"][0], (N * C, H, W)), lo.view((n, 0), (N * C, OH, OW))
+        if a["pool"] == "MAX" and (PH or PW):
+            return lo.step([n], [f"{self._max_padded(lo, (N * C, H, W), (OH, OW), (KH, KW), (SH, SW), (PH, PW))}({x}, {y})"])
         if a["pool"] == "MAX":
             init, acc, fin = "m = np.float32(-3.4028234663852886e38)", "m = max(m, x[r, IH, IW])", "m"
             fin_full = "m"
@@ -146,6 +148,43 @@ class Pooling(Layer):
                         for ow in range(a1, {i(OW)}):{clipped}
             """, N * C * OH * OW * KH * KW)
         lo.step([n], [f"{k}({x}, {y})"])
+
+    def _max_padded(self, lo, shape, out_hw, kernel, stride, pad) -> str:
+        """Padded MAX pooling (GoogLeNet's 3x3 stride-1 branch pools) on a copy of each channel
+        bordered with -FLT_MAX out to the last window's edge: padding and Caffe's ceil-mode
+        overhang never win a max, as in Caffe's clipped loops, and every window has constant
+        trip counts (2-2.5x faster on 7x7-28x28 maps; without padding the copy costs more than
+        it saves, so the clipped kernel stays). Channels go in groups of 16, one scratch plane
+        allocated per group."""
+        from ..codegen.cpu_kit import i
+        (R, H, W), (OH, OW), (KH, KW), (SH, SW), (PH, PW) = shape, out_hw, kernel, stride, pad
+        HP, WP = (OH - 1) * SH + KH, (OW - 1) * SW + KW
+        WC = max(min(W, WP - PW), 0)           # input columns some window reads
+        return lo.kernel("maxpool", f"""
+            def NAME(x, y):
+                for g in range({i(-(-R // 16))}):
+                    xp = np.empty(({i(HP)}, {i(WP)}), np.float32)
+                    for r in range(g * 16, min(g * 16 + 16, {i(R)})):
+                        for h in range({i(HP)}):
+                            ih = h - {i(PH)}
+                            if ih < 0 or ih >= {i(H)}:
+                                for w in range({i(WP)}):
+                                    xp[h, w] = LOWEST
+                            else:
+                                for w in range({i(PW)}):
+                                    xp[h, w] = LOWEST
+                                for w in range({i(WC)}):
+                                    xp[h, {i(PW)} + w] = x[r, ih, w]
+                                for w in range({i(PW + WC)}, {i(WP)}):
+                                    xp[h, w] = LOWEST
+                        for oh in range({i(OH)}):
+                            for ow in range({i(OW)}):
+                                m = xp[oh * {i(SH)}, ow * {i(SW)}]
+                                for kh in range({i(KH)}):
+                                    for kw in range({i(KW)}):
+                                        m = max(m, xp[oh * {i(SH)} + kh, ow * {i(SW)} + kw])
+                                y[r, oh, ow] = m
+            """.replace("LOWEST", "np.float32(-3.4028234663852886e38)"), R * OH * OW * KH * KW)
 
     def lower_cuda(self, lo, n):
         import textwrap
