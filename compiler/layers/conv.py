@@ -269,21 +269,26 @@ ACTS
         kron = np.kron(G, G).astype(np.float32)
         u = (kron @ wt.astype(np.float32, copy=False).reshape(CO * C, 9).T).reshape(36, CO, C)
         x, y = lo.view(d["inputs"][0], (N * C, H, W)), lo.view(out_key, (N * CO, OH, OW))
-        v = lo.scratch_view((36, C, T))
-        m = lo.scratch_view((36, CO, T), 36 * C * T)
+        # channel-major [C, 36, T]: each channel's 36 planes are one contiguous block. Point-major
+        # [36, C, T] put the planes C*T*4 bytes apart, a multiple of 4 KiB at 256 channels x 16
+        # tiles (ResNet-50's 14x14 layers), so an element and its 35 siblings shared one 8-way
+        # L1 set: both transforms ran 2-2.5x slower. sgemm reads the strided views as fast.
+        v = lo.scratch_view((C, 36, T))
+        m = lo.scratch_view((CO, 36, T), 36 * C * T)
+        vk, mk = lo.bind(f"{v}.transpose(1, 0, 2)", "s"), lo.bind(f"{m}.transpose(1, 0, 2)", "s")
         kin = self._winograd_input(lo, BT, (N, C, H, W), (PH, PW), (TH, TW))
         kout = self._winograd_output(lo, AT, (N, CO, OH, OW), (TH, TW), acts)
-        return [f"{kin}({x}, {v})", f"np.matmul({lo.param(u)}, {v}, out={m})", f"{kout}({m}, {bias}, {y})"]
+        return [f"{kin}({x}, {v})", f"np.matmul({lo.param(u)}, {vk}, out={mk})", f"{kout}({m}, {bias}, {y})"]
 
     def _winograd_input(self, lo, BT, shape, pad, tiles) -> str:
-        """x [N*C, H, W] -> v [36, C, T]: per channel and tile row, the 6 padded input rows, their
+        """x [N*C, H, W] -> v [C, 36, T]: per channel and tile row, the 6 padded input rows, their
         vertical transform (vectorized along the row), then the horizontal one per tile."""
         from ..codegen.cpu_kit import i, indent, lincomb
         (N, C, H, W), (PH, PW), (TH, TW) = shape, pad, tiles
         WP = 4 * TW + 2
         dl, ql = [f"d{j}" for j in range(6)], [f"q{j}" for j in range(6)]
         rows = indent([f"Q[{k}, w] = {lincomb(BT[k], dl)}" for k in range(6)], 28)
-        cols = indent([f"v[i * 6 + {k}, c, t] = {lincomb(BT[k], ql)}" for k in range(6)], 32)
+        cols = indent([f"v[c, i * 6 + {k}, t] = {lincomb(BT[k], ql)}" for k in range(6)], 32)
         kin = lo.kernel("wino_in", f"""
             def NAME(x, v):
                 for r in range({i(N * C)}):
@@ -312,7 +317,7 @@ ACTS
         return kin
 
     def _winograd_output(self, lo, AT, shape, tiles, acts) -> str:
-        """m [36, CO, T] -> y [N*CO, OH, OW]: per output channel and tile row, the horizontal
+        """m [CO, 36, T] -> y [N*CO, OH, OW]: per output channel and tile row, the horizontal
         transform per tile, then the vertical one along whole rows with bias and activations;
         rows and columns past OH, OW (partial last tiles) are never written."""
         from ..codegen.cpu_kit import i, indent, lincomb
@@ -337,7 +342,7 @@ ACTS
                         t0 = (n * {i(TH)} + th) * {i(TW)}
                         for i in range(6):
                             for tw in range({i(TW)}):
-                                {"; ".join(f"m{j} = m[i * 6 + {j}, co, t0 + tw]" for j in range(6))}
+                                {"; ".join(f"m{j} = m[co, i * 6 + {j}, t0 + tw]" for j in range(6))}
 {rcols}
 {outs}
             """, N * CO * OH * OW * 20, acts)
