@@ -290,8 +290,9 @@ RUN_NAMES = ['q"uote', "new\nline", '__import__("os").system("touch PWNED")', "{
 
 
 def runnable_prototxt(names: list[str], net_name: str) -> str:
-    """conv -> BN -> Scale -> ReLU (fused into the conv), two convs summed, concat, pool, fc,
-    softmax: layer names are names[0..], blob names are names[k] + "/out" (or the names again)."""
+    """conv -> BN -> Scale -> ReLU (fused into the conv), two convs of it, one summed with it (the
+    sum is not right after that conv, so it stays its own step), concat, pool, fc, softmax:
+    layer names are names[0..], blob names are names[k] + "/out" (or the names again)."""
     L = names
     B = [n + "/out" for n in names]
     q = _quote
@@ -306,8 +307,8 @@ def runnable_prototxt(names: list[str], net_name: str) -> str:
         "convolution_param { num_output: 4 kernel_size: 1 } }",
         f"layer {{ name: {q(L[10])} type: 'Convolution' bottom: {q(B[1])} top: {q(B[10])} "
         "convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }",
-        f"layer {{ name: {q(L[11])} type: 'Eltwise' bottom: {q(B[9])} bottom: {q(B[10])} top: {q(L[3])} }}",
-        f"layer {{ name: {q(L[5])} type: 'Concat' bottom: {q(L[3])} bottom: {q(B[1])} top: {q(B[5])} }}",
+        f"layer {{ name: {q(L[11])} type: 'Eltwise' bottom: {q(B[9])} bottom: {q(B[1])} top: {q(L[3])} }}",
+        f"layer {{ name: {q(L[5])} type: 'Concat' bottom: {q(L[3])} bottom: {q(B[10])} top: {q(B[5])} }}",
         f"layer {{ name: {q(L[6])} type: 'Pooling' bottom: {q(B[5])} top: {q(B[6])} "
         "pooling_param { pool: MAX kernel_size: 2 stride: 2 } }",
         f"layer {{ name: {q(L[7])} type: 'InnerProduct' bottom: {q(B[6])} top: {q(B[7])} "
