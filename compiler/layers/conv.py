@@ -317,34 +317,37 @@ ACTS
         return kin
 
     def _winograd_output(self, lo, AT, shape, tiles, acts) -> str:
-        """m [CO, 36, T] -> y [N*CO, OH, OW]: per output channel and tile row, the horizontal
-        transform per tile, then the vertical one along whole rows with bias and activations;
-        rows and columns past OH, OW (partial last tiles) are never written."""
+        """m [CO, 36, T] -> y [N*CO, OH, OW]: per output channel, the horizontal transform of
+        every tile in one loop over all T tiles (R[i, 4t + q]: tile rows end to end, so row th
+        of the output is R[:, 4*TW*th + w]), then the vertical one along whole output rows
+        with bias and activations; rows and columns past OH, OW are never written. A loop over
+        all tiles vectorizes where one over a row of tiles (14 at 56x56) ran scalar: 2x faster.
+        Channels go in groups of 16, R allocated once per group."""
         from ..codegen.cpu_kit import i, indent, lincomb
         (N, CO, OH, OW), (TH, TW) = shape, tiles
-        ml = [f"m{j}" for j in range(6)]
-        rl = [f"R[{j}, w]" for j in range(6)]
-        rcols = indent([f"R[i, tw * 4 + {q}] = {lincomb(AT[q], ml)}" for q in range(4)], 32)
+        TT, R_ = TH * TW, N * CO
+        ml = [f"m[co, i * 6 + {j}, t0 + t]" for j in range(6)]
+        rl = [f"R[{j}, th * {i(4 * TW)} + w]" for j in range(6)]
+        rcols = indent([f"R[i, t * 4 + {q}] = {lincomb(AT[q], ml)}" for q in range(4)], 32)
         outs = "\n".join(f"""
-                        if th * 4 + {p} < {i(OH)}:
-                            for w in range({i(OW)}):
-                                v = {lincomb(AT[p], rl)} + bc
+                            if th * 4 + {p} < {i(OH)}:
+                                for w in range({i(OW)}):
+                                    v = {lincomb(AT[p], rl)} + bc
 ACTS
-                                y[r, th * 4 + {p}, w] = v""" for p in range(4))
+                                    y[r, th * 4 + {p}, w] = v""" for p in range(4))
         kout = lo.kernel("wino_out", f"""
             def NAME(m, b, y):
-                for r in range({i(N * CO)}):
-                    n = r // {i(CO)}
-                    co = r % {i(CO)}
-                    bc = b[co]
-                    R = np.empty((6, {i(4 * TW)}), np.float32)
-                    for th in range({i(TH)}):
-                        t0 = (n * {i(TH)} + th) * {i(TW)}
+                for g in range({i(-(-R_ // 16))}):
+                    R = np.empty((6, {i(4 * TT)}), np.float32)
+                    for r in range(g * 16, min(g * 16 + 16, {i(R_)})):
+                        n = r // {i(CO)}
+                        co = r % {i(CO)}
+                        bc = b[co]
+                        t0 = n * {i(TT)}
                         for i in range(6):
-                            for tw in range({i(TW)}):
-                                {"; ".join(f"m{j} = m[co, i * 6 + {j}, t0 + tw]" for j in range(6))}
+                            for t in range({i(TT)}):
 {rcols}
-{outs}
+                        for th in range({i(TH)}):{outs}
             """, N * CO * OH * OW * 20, acts)
         return kout
 
