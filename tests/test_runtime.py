@@ -466,6 +466,17 @@ def test_parallel_kernels_match_torch(monkeypatch):
         numba.set_num_threads(before)
 
 
+def test_non_finite_inputs_give_nan_not_an_exception():
+    """numpy's error model in every kernel: a softmax over +inf or an all -inf row divides by
+    zero or by nan; that must give nan (as numpy would), not raise inside a kernel."""
+    ex = loads(inp(2, 4) + layer("prob", "Softmax", "data", "prob"), path="x.prototxt").compile(batch=2)
+    for row in ([np.inf, 0, 0, 0], [-np.inf] * 4, [np.nan, 0, 0, 0]):
+        y = ex(np.array([row, [0, 1, 2, 3]], np.float32))
+        assert np.isnan(y[0]).all()
+        np.testing.assert_allclose(y[1], np.exp(np.arange(4)) / np.exp(np.arange(4)).sum(), rtol=1e-6)
+    assert "error_model='numpy'" in ex.program.source
+
+
 def test_one_thread_gets_plain_loops():
     ex, _ = check(RESIDUAL_NET, all_blobs=False)
     assert "prange" not in ex.program.source and "parallel=True" not in ex.program.source
