@@ -233,10 +233,10 @@ class Lowering:
 
     def absorb_merge(self, last: str):
         """An Eltwise that reads `last`'s output and runs right after it (so no other step sees
-        its operands change), with the activations after it: (nodes, operand keys with their
-        coefficients where `None` marks last's own value, operation, activation lines). A
-        producer's epilogue then does the residual add of a ResNet block, saving a pass over
-        the output; None when it does not apply."""
+        its operands change), with the activations after it: (nodes, its input keys with None
+        for last's own value, its attrs, activation lines). A producer's epilogue then does the
+        residual add of a ResNet block, saving a pass over the output; None when it does not
+        apply."""
         key = (last, 0)
         rs = self.readers.get(key, [])
         if key in self.keep or len(rs) != 1 or self.g.nodes[rs[0]]["type"] != "Eltwise":
@@ -245,14 +245,13 @@ class Lowering:
         if self.position[m] != self.position[last] + 1:
             return None
         d = self.g.nodes[m]
-        coeff = d["attrs"]["coeff"] or (1.0,) * len(d["inputs"])
-        operands = [(None if src == key else src, c) for src, c in zip(d["inputs"], coeff)]
+        operands = [None if src == key else src for src in d["inputs"]]
         nodes, acts, cur = [m], [], m
         while (nxt := self.next_fusable(cur, lambda r: act_lines(self.g.nodes[r]) is not None)):
             acts += act_lines(self.g.nodes[nxt])
             nodes.append(nxt)
             cur = nxt
-        return nodes, operands, d["attrs"]["operation"], acts
+        return nodes, operands, d["attrs"], acts
 
     # ---- the walk ---------------------------------------------------------------------------
     def run(self) -> Program:

@@ -113,36 +113,20 @@ class Convolution(_ConvBase):
         `merge` (Lowering.absorb_merge) also the Eltwise after the layer and its activations,
         written to the Eltwise's output."""
         from ..codegen.cpu_kit import f32, i
+        from .merge import Eltwise
         nb_, c, l = shape3
-        if merge is None:
-            k = lo.kernel("epi", f"""
-                def NAME(y, b):
-                    for r in range({i(nb_ * c)}):
-                        n = r // {i(c)}
-                        ch = r % {i(c)}
-                        bc = b[ch]
-                        for j in range({i(l)}):
-                            v = y[n, ch, j] + bc
-ACTS
-                            y[n, ch, j] = v
-                """, nb_ * c * l, acts)
-            return f"{k}({y3}, {bias})"
-        nodes, operands, op, merge_acts = merge
-        terms, others = [], []
-        for src, coeff in operands:
-            t = "v" if src is None else f"x{len(others)}[n, ch, j]"
-            if src is not None:
-                others.append(lo.view(src, shape3))
-            terms.append(t if coeff == 1 else f"{f32(coeff)} * {t}")
-        if op == "SUM":
-            combine = ["v = " + " + ".join(terms)]
-        elif op == "PROD":
-            combine = ["v = " + " * ".join(terms)]
-        else:
-            combine = [f"v = {terms[0]}"] + [f"v = max(v, {t})" for t in terms[1:]]
-        args = ", ".join(f"x{k}" for k in range(len(others)))
-        k = lo.kernel("epi_merge", f"""
-            def NAME(y, b, o, {args}):
+        args, call, out, lines = "y, b", f"{y3}, {bias}", "y", list(acts)
+        if merge is not None:
+            nodes, operands, attrs, merge_acts = merge
+            others = [lo.view(src, shape3) for src in operands if src is not None]
+            names = iter(f"x{k}" for k in range(len(others)))
+            terms = ["v" if src is None else f"{next(names)}[n, ch, j]" for src in operands]
+            lines += Eltwise.combine(attrs, terms, f32) + merge_acts
+            args += ", o, " + ", ".join(f"x{k}" for k in range(len(others)))
+            call += f", {lo.view((nodes[-1], 0), shape3)}, " + ", ".join(others)
+            out = "o"
+        k = lo.kernel("epi" if merge is None else "epi_merge", f"""
+            def NAME({args}):
                 for r in range({i(nb_ * c)}):
                     n = r // {i(c)}
                     ch = r % {i(c)}
@@ -150,9 +134,9 @@ ACTS
                     for j in range({i(l)}):
                         v = y[n, ch, j] + bc
 ACTS
-                        o[n, ch, j] = v
-            """, nb_ * c * l * (2 + len(others)), acts + combine + merge_acts)
-        return f"{k}({y3}, {bias}, {lo.view((nodes[-1], 0), shape3)}, {', '.join(others)})"
+                        {out}[n, ch, j] = v
+            """, nb_ * c * l * (1 if merge is None else 2 + len(operands) - 1), lines)
+        return f"{k}({call})"
 
     def lower_cpu(self, lo, n):
         import numpy as np

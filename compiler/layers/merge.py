@@ -44,6 +44,18 @@ class Eltwise(Layer):
             return Ops(mul=n * (k - 1))
         return Ops(comp=n * (k - 1))
 
+    @staticmethod
+    def combine(a: dict, terms: list[str], f32) -> list[str]:
+        """Statements leaving the Eltwise of `terms` (source expressions, one per input) in `v`;
+        `f32` spells a float32 constant for the target. Also the epilogue of a convolution
+        that absorbed the Eltwise (Convolution._epilogue)."""
+        if a["operation"] == "SUM":
+            coeff = a["coeff"] or (1.0,) * len(terms)
+            return ["v = " + " + ".join(t if c == 1 else f"{f32(c)} * {t}" for t, c in zip(terms, coeff))]
+        if a["operation"] == "PROD":
+            return ["v = " + " * ".join(terms)]
+        return [f"v = {terms[0]}"] + [f"v = max(v, {t})" for t in terms[1:]]
+
     def lower_cpu(self, lo, n):
         from ..codegen.cpu_kit import f32, i
         d, a, xs, _ = lo._io(n)
@@ -52,15 +64,7 @@ class Eltwise(Layer):
         out = (extra or [n])[-1]
         xs_ = [lo.view(src, (size,)) for src in d["inputs"]]
         y = lo.view((out, 0), (size,))
-        op = a["operation"]
-        if op == "SUM":
-            coeff = a["coeff"] or (1.0,) * k_in
-            expr = " + ".join(f"x{j}[j]" if c == 1 else f"{f32(c)} * x{j}[j]" for j, c in enumerate(coeff))
-            lines = [f"v = {expr}"]
-        elif op == "PROD":
-            lines = ["v = " + " * ".join(f"x{j}[j]" for j in range(k_in))]
-        else:
-            lines = ["v = x0[j]"] + [f"v = max(v, x{j}[j])" for j in range(1, k_in)]
+        lines = self.combine(a, [f"x{j}[j]" for j in range(k_in)], f32)
         args = ", ".join(f"x{j}" for j in range(k_in))
         k = lo.kernel("eltwise", f"""
             def NAME(y, {args}):
@@ -77,14 +81,7 @@ ACTS
         size, k_in = numel(xs), len(d["inputs"])
         extra, _, acts, out = lo.fused(n, fold=False)
         xs_ = [f"A[{ux(i(lo.addr(src)), 'i')}]" for src in d["inputs"]]
-        op = a["operation"]
-        if op == "SUM":
-            coeff = a["coeff"] or (1.0,) * k_in
-            lines = ["v = " + " + ".join(x if c == 1 else f"{f32(c)} * {x}" for x, c in zip(xs_, coeff))]
-        elif op == "PROD":
-            lines = ["v = " + " * ".join(xs_)]
-        else:
-            lines = [f"v = {xs_[0]}"] + [f"v = max(v, {x})" for x in xs_[1:]]
+        lines = self.combine(a, xs_, f32)
         body = "\n".join(lines + ["ACTS", f"A[{lo.out_at(out)}] = v"])
         return lo.step([n, *extra], [lo.elementwise("eltwise", body, size, acts)])
 
