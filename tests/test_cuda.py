@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from test_errors import HOSTILE, _quote
-from test_runtime import CONV_NET, POINT_NET, POOL_NET, inp, layer
+from test_runtime import CONV_NET, POINT_NET, POOL_NET, RESIDUAL_NET, inp, layer
 
 HERE = Path(__file__).resolve()
 TOL = 1e-4
@@ -103,6 +103,14 @@ def hostile_net() -> str:
     return "\n".join(lines) + "\n"
 
 
+# x + conv(x) with x dying at the add: the add would write over x while the GEMM still reads it
+IN_PLACE_ADD_NET = inp(1, 4, 6, 6) + "".join([
+    layer("r", "Convolution", "data", "r", "convolution_param { num_output: 4 kernel_size: 3 pad: 1 }"),
+    layer("s", "Eltwise", ["data", "r"], "s"),
+    layer("s_relu", "ReLU", "s", "s"),
+])
+
+
 # case -> (network text, batch, also compare every blob with fusion and concat slices off)
 CASES = {
     "conv": (CONV_NET, 2, False),
@@ -115,6 +123,8 @@ CASES = {
     "softmax": (SOFTMAX_NET, 2, False),
     "concat_b2": (CONCAT_NET, 2, False),
     "concat2": (CONCAT2_NET, 2, False),
+    "residual": (RESIDUAL_NET, 2, True),
+    "residual_in_place": (IN_PLACE_ADD_NET, 1, False),
     # the int64 fallback of the non-GEMM kernels (offsets past int32), forced on small networks
     "wide_pool": (POOL_NET, 1, False),
     "wide_point": (POINT_NET, 1, False),
@@ -242,6 +252,34 @@ def test_sim_concat_slices_with_an_image_stride_at_batch_two():
     assert r["arena_bytes"] < r["cpu_arena_bytes"]
     r = check_case("concat2")
     assert r["concat_launches"] == {"cat": 1}, r["concat_launches"]     # only the deconvolution
+
+
+def program_of(text: str, batch: int, target_lower=None):
+    from netc.compiler.network import loads
+    from netc.runtime.executor import generate
+    net = loads(text, path="x.prototxt")
+    return net.graph, generate(net, batch=batch, target_lower=target_lower)[0]
+
+
+def test_sim_residual_adds_run_in_the_gemm_epilogue():
+    """The CPU's absorb_merge on the GPU: an Eltwise right after a GEMM convolution is its
+    epilogue (SUM with coefficients, three operands, MAX, PROD, batch 2; x + conv(x) with x
+    dying at the add). The kernel writes the sum while other blocks still read the
+    convolution's input, so the two must never share arena memory."""
+    from netc.compiler.layers import numel
+    from netc.runtime.cuda_executor import cuda_lower
+    check_case("residual")
+    check_case("residual_in_place")
+    for text, batch in ((RESIDUAL_NET, 2), (IN_PLACE_ADD_NET, 1)):
+        g, prog = program_of(text, batch, cuda_lower)
+        merged = [s.layers for s in prog.steps if any(g.nodes[n]["type"] == "Eltwise" for n in s.layers[1:])]
+        _, cpu = program_of(text, batch)
+        assert merged == [s.layers for s in cpu.steps if len(s.layers) > 1 and
+                          any(g.nodes[n]["type"] == "Eltwise" for n in s.layers[1:])]
+        assert len(merged) == (5 if text is RESIDUAL_NET else 1), merged
+        for layers in merged:
+            (x_at, x_shape), (y_at, y_shape) = prog.places[g.nodes[layers[0]]["inputs"][0]], prog.places[(layers[-1], 0)]
+            assert x_at + numel(x_shape) <= y_at or y_at + numel(y_shape) <= x_at, layers
 
 
 def test_sim_hostile_names_stay_out_of_the_source():

@@ -282,6 +282,21 @@ def test_big_conv_ptx_is_fma_float32_int32():
         assert rep["spill_stores"] == rep["spill_loads"] == 0 and rep["shared_bytes"] == ks.shared_bytes
 
 
+def test_residual_epilogue_does_not_spill():
+    """A ResNet block's add in the GEMM epilogue (one more global load per output, its index
+    from the tile position): still no spills and no float64 with the biggest tile."""
+    from netc.compiler.codegen.cuda_kit import ux
+    g = conv_geometry(1, 64, 56, 56, 256, 1, 1, 1, 1, 0, 0, 1, 1, 1)      # ResNet-50 res2a_branch2c
+    add = [f"v = v + A[{ux('1000', 'ni * 802816', 'co * 3136', 'n - ni * 3136')}]"] + RELU
+    for tile, arch in ((None, "sm_90"), ((128, 128, 8, 8, 8), "sm_90"), ((128, 128, 8, 8, 8), "sm_80")):
+        ks = cg.conv_kernel("k", g, 11, 13, 17, 2_000_000, add, tile=tile)
+        ptx = compile_kernel_ptx(ks.source, ks.name, ARCHS[arch])
+        assert "A[uint32(1000)" in ks.source and not re.search(r"\.f64\b", ptx)
+        rep = ptxas_report(ptx, arch)
+        assert rep["spill_stores"] == rep["spill_loads"] == 0, (tile, arch, rep)
+        print(tile, arch, rep["registers"])
+
+
 def test_ptxas_report_parses_and_tool_is_the_wheels():
     path = ptxas_path()
     assert path and "nvidia" in path and path != "/usr/local/bin/ptxas"

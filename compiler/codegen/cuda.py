@@ -13,8 +13,9 @@ Where things live: each layer type's kernel templates are its `lower_cuda` in co
 redirects (`addr`, `out_at`), parameter packing, kernel registration, `elementwise`, `copy`,
 `tree`, steps and the walk. Template helpers are in cuda_kit.py, which does not import the layers.
 
-The fusion decisions are the CPU target's (`cpu.Lowering.absorb`): BatchNorm/Scale/Bias folded
-into conv/fc weights, pointwise activations run in the producer's epilogue. On top of that, a
+The fusion decisions are the CPU target's (`cpu.Lowering.absorb`, `absorb_merge`): BatchNorm/
+Scale/Bias folded into conv/fc weights, pointwise activations run in the producer's epilogue, and
+an Eltwise right after a GEMM convolution (a ResNet block's residual add) too. On top of that, a
 Concat's producers write straight into their slice of the concatenated buffer when the slice is
 contiguous (outer extent 1, e.g. channel concat at batch 1) or, for a channel concat at batch > 1,
 when the producer's kernel writes with the concat's per-image stride (GEMM and depthwise
@@ -96,6 +97,7 @@ class Lowering:
     # fusion is the CPU target's, verbatim: same single-reader / same-buffer / keep rules
     next_fusable = CpuLowering.next_fusable
     absorb = CpuLowering.absorb
+    absorb_merge = CpuLowering.absorb_merge
     _io, _nc_s, _outer_axis_inner = CpuLowering._io, CpuLowering._nc_s, CpuLowering._outer_axis_inner
 
     def __init__(self, g: nx.DiGraph, weights: dict, buffer_of: dict, keep: set,
@@ -105,6 +107,7 @@ class Lowering:
         self.strided: set = set()                 # outputs written into a strided concat slice
         self.unstrided: set = set()               # strided candidates written to their own buffer
         self.order = forward_nodes(g)
+        self.position = {n: k for k, n in enumerate(self.order)}
         self.readers = readers_of(g, self.order)
         self.ns = Namespace()
         self.redirect = self._concat_redirects()
@@ -114,6 +117,11 @@ class Lowering:
         for key in self.redirect:
             root = self._root_buffer(key)
             birth[root] = min(birth[root], birth[buffer_of[key]])
+        for m in self._merge_candidates():
+            # the GEMM that may absorb m writes its output while other blocks still read the
+            # GEMM's input: the output must be live, so placed apart from it, from then on
+            out = buffer_of[(m, 0)]
+            birth[out] = min([birth[out]] + [birth[buffer_of[src]] for src in g.nodes[m]["inputs"]])
         self.offsets, self.arena = place(size, birth, end)
         self.touched = {buffer_of[(n, p)] for n in self.order if g.nodes[n]["type"] in SOURCES
                         for p in range(len(g.nodes[n]["shapes"]))}    # buffers some kernel or feed uses
@@ -152,6 +160,13 @@ class Lowering:
                     red[src] = (n, c0 * inner, None if outer == 1 else ys[ax] * inner)
                 c0 += s[ax]
         return red
+
+    def _merge_candidates(self) -> list:
+        """Eltwise nodes right after the producer of one of their inputs (absorb_merge may give
+        them to that producer's epilogue), not written into a concat slice."""
+        return [m for k, m in enumerate(self.order)
+                if self.g.nodes[m]["type"] == "Eltwise" and k > 0 and (m, 0) not in self.redirect
+                and any(src[0] == self.order[k - 1] for src in self.g.nodes[m]["inputs"])]
 
     def _root_buffer(self, key) -> int:
         while key in self.redirect:

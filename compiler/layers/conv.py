@@ -355,8 +355,19 @@ ACTS
         if CG > 1:
             geom = gemm.ConvGeometry(N, C, H, W, CO, OH, OW, KH, KW, SH, SW, PH, PW, DH, DW, G)
             w_off = lo.param(gemm.pack_conv_weights(wt.astype(np.float32), geom))
+            merge, epilogue = lo.absorb_merge(out[0]), list(acts)
+            if merge is not None and not self._merge_in_place(lo, d, merge):
+                merge = None
+            if merge is not None:    # the residual add: each output reads its operands' element
+                from ..codegen.cuda_kit import f32
+                from .merge import Eltwise
+                nodes, operands, attrs, _ = merge    # its activations again, in CUDA's dialect
+                at = ["ni * " + i(CO * OH * OW), "co * " + i(OH * OW), "n - ni * " + i(OH * OW)]
+                terms = ["v" if src is None else f"A[{ux(i(lo.addr(src)), *at)}]" for src in operands]
+                epilogue += Eltwise.combine(attrs, terms, f32) + lo.acts(nodes)
+                extra, out = extra + nodes, (nodes[-1], 0)
             y_off, y_stride = lo.out_stride(out)
-            ks = gemm.conv_kernel("NAME", geom, x_off, w_off, b_off, y_off, acts, y_image_stride=y_stride)
+            ks = gemm.conv_kernel("NAME", geom, x_off, w_off, b_off, y_off, epilogue, y_image_stride=y_stride)
             return lo.step([n, *extra], [lo._gemm_launch("conv", ks)])
         # depthwise (one input channel per group: no reduction worth a GEMM tile); constant
         # trip counts: the compiler unrolls the window
@@ -377,6 +388,17 @@ ACTS
             A[{lo.out_at(out)}] = v
         """)
         return lo.step([n, *extra], [lo.elementwise("dwconv", body, N * CO * OH * OW, acts)])
+
+
+    @staticmethod
+    def _merge_in_place(lo, d, merge) -> bool:
+        """Whether a GEMM kernel may write the absorbed Eltwise's output while its other blocks
+        still read the convolution's input: not into the input's own buffer, nor into a concat
+        slice; any other output buffer lives from the step on (cuda.Lowering._merge_candidates),
+        so it is placed apart from the input. On the CPU the sgemm has finished before the
+        epilogue writes, so there it does not matter."""
+        key = (merge[0][-1], 0)
+        return key not in lo.redirect and lo.buffer_of[key] != lo.buffer_of[d["inputs"][0]]
 
 
 @register
