@@ -6,11 +6,13 @@ compiles straight-line index math. Matmul-shaped work (im2col convolutions, 1x1 
 InnerProduct, Deconvolution, and the 36 products of Winograd F(4x4, 3x3), used for 3x3 stride-1
 convolutions where it pays) goes through numpy's BLAS sgemm, which beats anything numba
 emits here (KERNELS.md); loops that BLAS cannot express (depthwise conv, pooling, LRN,
-pointwise) are numba loops, `parallel=True` only when the work is big enough to pay for threads.
+pointwise) are numba loops, `parallel=True` only when numba has more than one thread and the
+work is big enough to pay for them.
 
 Compile-time rewrites, each only when the intermediate value has a single reader and nobody
 asked to see it: BatchNorm/Scale/Bias after a Convolution or InnerProduct are folded into its
-weights; pointwise activations after a conv/matmul/affine/eltwise run in its epilogue.
+weights; pointwise activations after a conv/matmul/affine/eltwise run in its epilogue, and so
+does an Eltwise that runs right after a GEMM convolution (`absorb_merge`: ResNet's residual add).
 
 Names from the model never reach the source: step functions get sanitized, prefixed,
 de-duplicated identifiers, and the layer names live in `Program.steps` (data).
