@@ -135,7 +135,7 @@ class Convolution(_ConvBase):
                         v = y[n, ch, j] + bc
 ACTS
                         {out}[n, ch, j] = v
-            """, nb_ * c * l * (1 if merge is None else 2 + len(operands) - 1), lines)
+            """, nb_ * c * l * (1 if merge is None else len(merge[1]) + 1), lines)
         return f"{k}({call})"
 
     def lower_cpu(self, lo, n):
