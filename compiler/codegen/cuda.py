@@ -97,7 +97,6 @@ class Lowering:
     # fusion is the CPU target's, verbatim: same single-reader / same-buffer / keep rules
     next_fusable = CpuLowering.next_fusable
     absorb = CpuLowering.absorb
-    absorb_merge = CpuLowering.absorb_merge
     _io, _nc_s, _outer_axis_inner = CpuLowering._io, CpuLowering._nc_s, CpuLowering._outer_axis_inner
 
     def __init__(self, g: nx.DiGraph, weights: dict, buffer_of: dict, keep: set,
@@ -117,7 +116,9 @@ class Lowering:
         for key in self.redirect:
             root = self._root_buffer(key)
             birth[root] = min(birth[root], birth[buffer_of[key]])
-        for m in self._merge_candidates():
+        candidates = self._merge_candidates()     # in forward order: births are read as they move
+        self.mergeable = set(candidates)
+        for m in candidates:
             # the GEMM that may absorb m writes its output while other blocks still read the
             # GEMM's input: the output must be live, so placed apart from it, from then on
             out = buffer_of[(m, 0)]
@@ -167,6 +168,21 @@ class Lowering:
         return [m for k, m in enumerate(self.order)
                 if self.g.nodes[m]["type"] == "Eltwise" and k > 0 and (m, 0) not in self.redirect
                 and any(src[0] == self.order[k - 1] for src in self.g.nodes[m]["inputs"])]
+
+    def absorb_merge(self, last: str, reads: tuple):
+        """CpuLowering.absorb_merge for a kernel that writes the Eltwise's output while other
+        blocks still read `reads` (its input): only an Eltwise whose buffer lives from then on
+        (`mergeable`, placed in __init__), not written into a concat slice nor into `reads`
+        itself; activation lines in CUDA's dialect. (The CPU's sgemm has finished before its
+        epilogue writes, so it needs none of this.)"""
+        merge = CpuLowering.absorb_merge(self, last)
+        if merge is None:
+            return None
+        nodes, operands, attrs, _ = merge
+        out = (nodes[-1], 0)
+        if nodes[0] not in self.mergeable or out in self.redirect or self.buffer_of[out] == self.buffer_of[reads]:
+            return None
+        return nodes, operands, attrs, self.acts(nodes)
 
     def _root_buffer(self, key) -> int:
         while key in self.redirect:

@@ -194,8 +194,8 @@ ACTS
             col = lo.scratch_view((C * KH * KW, L))
             colg = lo.scratch_view((G, K, L)) if G > 1 else col
             k, xp = self._im2col(lo, (C, H, W), (KH, KW), (SH, SW), (PH, PW), (DH, DW), (OH, OW))
-            x3 = f"{x3}[n]" if xp is None else f"{x3}[n], {xp}"
-            lines += [f"    {k}({x3}, {col})", f"    np.matmul({w}, {colg}, out={yg}[n])"]
+            args = f"{x3}[n]" if xp is None else f"{x3}[n], {xp}"
+            lines += [f"    {k}({args}, {col})", f"    np.matmul({w}, {colg}, out={yg}[n])"]
         merge = lo.absorb_merge(out)
         lines.append(self._epilogue(lo, y3, (N, CO, L), bias, acts, merge))
         nodes = [n, *extra, *(merge[0] if merge else [])]
@@ -355,16 +355,14 @@ ACTS
         if CG > 1:
             geom = gemm.ConvGeometry(N, C, H, W, CO, OH, OW, KH, KW, SH, SW, PH, PW, DH, DW, G)
             w_off = lo.param(gemm.pack_conv_weights(wt.astype(np.float32), geom))
-            merge, epilogue = lo.absorb_merge(out[0]), list(acts)
-            if merge is not None and not self._merge_in_place(lo, d, merge):
-                merge = None
+            merge, epilogue = lo.absorb_merge(out[0], d["inputs"][0]), list(acts)
             if merge is not None:    # the residual add: each output reads its operands' element
                 from ..codegen.cuda_kit import f32
                 from .merge import Eltwise
-                nodes, operands, attrs, _ = merge    # its activations again, in CUDA's dialect
+                nodes, operands, attrs, merge_acts = merge
                 at = ["ni * " + i(CO * OH * OW), "co * " + i(OH * OW), "n - ni * " + i(OH * OW)]
                 terms = ["v" if src is None else f"A[{ux(i(lo.addr(src)), *at)}]" for src in operands]
-                epilogue += Eltwise.combine(attrs, terms, f32) + lo.acts(nodes)
+                epilogue += Eltwise.combine(attrs, terms, f32) + merge_acts
                 extra, out = extra + nodes, (nodes[-1], 0)
             y_off, y_stride = lo.out_stride(out)
             ks = gemm.conv_kernel("NAME", geom, x_off, w_off, b_off, y_off, epilogue, y_image_stride=y_stride)
@@ -388,17 +386,6 @@ ACTS
             A[{lo.out_at(out)}] = v
         """)
         return lo.step([n, *extra], [lo.elementwise("dwconv", body, N * CO * OH * OW, acts)])
-
-
-    @staticmethod
-    def _merge_in_place(lo, d, merge) -> bool:
-        """Whether a GEMM kernel may write the absorbed Eltwise's output while its other blocks
-        still read the convolution's input: not into the input's own buffer, nor into a concat
-        slice; any other output buffer lives from the step on (cuda.Lowering._merge_candidates),
-        so it is placed apart from the input. On the CPU the sgemm has finished before the
-        epilogue writes, so there it does not matter."""
-        key = (merge[0][-1], 0)
-        return key not in lo.redirect and lo.buffer_of[key] != lo.buffer_of[d["inputs"][0]]
 
 
 @register
