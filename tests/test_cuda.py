@@ -282,6 +282,27 @@ def test_sim_residual_adds_run_in_the_gemm_epilogue():
             assert x_at + numel(x_shape) <= y_at or y_at + numel(y_shape) <= x_at, layers
 
 
+def test_cuda_source_does_not_depend_on_the_hash_seed():
+    """Arena offsets are literals in the kernels: the layout (concat slices, residual adds,
+    births moved in forward order) must not follow set or dict order of node names."""
+    code = ("import sys, hashlib; sys.path.insert(0, %r)\n"
+            "import test_runtime as T\n"
+            "from netc.compiler.network import loads\n"
+            "from netc.runtime.executor import generate\n"
+            "from netc.runtime.cuda_executor import cuda_lower\n"
+            "for text in (T.RESIDUAL_NET, T.POINT_NET):\n"
+            "    src = generate(loads(text, path='x.prototxt'), batch=2, target_lower=cuda_lower)[0].source\n"
+            "    print(hashlib.sha1(src.encode()).hexdigest())\n") % str(HERE.parent)
+    outs = set()
+    for seed in ("1", "2", "3"):
+        env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+        r = subprocess.run([sys.executable, "-c", code], env={**env, "PYTHONHASHSEED": seed},
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        outs.add(r.stdout)
+    assert len(outs) == 1, outs
+
+
 def test_sim_hostile_names_stay_out_of_the_source():
     r = check_case("hostile")
     for name in HOSTILE:
