@@ -220,17 +220,22 @@ def weights_command(args) -> int:
 def build_cuda(args) -> int:
     """DIR/<net>.py (the generated kernel module), DIR/ptx/<kernel>.ptx per kernel for --arch,
     DIR/manifest.json: per step its layers and launches, per kernel its PTX file and, when
-    ptxas is installed, registers / shared memory / spills from `ptxas -v`."""
+    ptxas is installed, registers / shared memory / spills from `ptxas -v` (and with nvdisasm the
+    main loop's instruction mix: ptx.main_loop_mix). Kernels compile in
+    --jobs processes (NVVM takes seconds per GEMM kernel)."""
     import re
     from ..compiler.codegen.cpu import Namespace
-    from ..compiler.codegen.ptx import compile_kernel_ptx, ptxas_path, ptxas_report
+    from ..compiler.codegen.ptx import nvdisasm_path, ptxas_path
     from .cuda_executor import cuda_lower, numba_cuda
+    from .kernel_pool import compile_ptx_many
     from .executor import generate
     numba_cuda()
     m = re.fullmatch(r"sm_(\d+)(\d)", args.arch)
     if not m:
         raise NetcError(f'bad --arch "{args.arch}": expected sm_XY, e.g. sm_80 or sm_90')
     cc = (int(m.group(1)), int(m.group(2)))
+    if args.jobs is not None and args.jobs < 1:
+        raise NetcError(f"--jobs {args.jobs}: expected at least 1")
     net = _load(args)
     prog, _ = generate(net, batch=args.batch, target_lower=cuda_lower)
     out = Path(args.output)
@@ -239,10 +244,11 @@ def build_cuda(args) -> int:
     path.write_text(prog.source, encoding="utf-8")
     has_ptxas = ptxas_path() is not None
     kernels = {}
-    for name, src in prog.kernels.items():
-        ptx = compile_kernel_ptx(src, name, cc)
+    built = compile_ptx_many(list(prog.kernels.items()), cc, args.arch if has_ptxas else None, args.jobs,
+                             loop_mix=nvdisasm_path() is not None)
+    for name, (ptx, report) in zip(prog.kernels, built):
         (out / "ptx" / f"{name}.ptx").write_text(ptx, encoding="utf-8")
-        kernels[name] = {"ptx": f"ptx/{name}.ptx", **({"ptxas": ptxas_report(ptx, args.arch)} if has_ptxas else {})}
+        kernels[name] = {"ptx": f"ptx/{name}.ptx", **({"ptxas": report} if has_ptxas else {})}
     steps = [{"layers": s.layers, "type": s.type,
               "launches": [{"kernel": l.kernel, "grid": list(l.grid), "block": list(l.block),
                             "shared_bytes": l.shared_bytes} for l in s.launches]} for s in prog.steps]

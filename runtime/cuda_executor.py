@@ -55,7 +55,12 @@ def cuda_lower(g, weights, buffer_of, keep):
 
 
 class CudaExecutable(Executable):
-    def __init__(self, net, weights=None, batch: int | None = None, seed: int = 0, blobs=()):
+    """`compile_jobs`: processes that compile kernels not yet in numba's cache before the first
+    run (kernel_pool.warm_cache; default NETC_COMPILE_JOBS or every core; 1: compile each
+    kernel at its first launch in this process). `compile_report` says what they did."""
+
+    def __init__(self, net, weights=None, batch: int | None = None, seed: int = 0, blobs=(),
+                 compile_jobs: int | None = None):
         cuda = require_cuda()
         self.network = net
         self.program, ctx = generate(net, batch, weights, seed, blobs, target_lower=cuda_lower)
@@ -63,6 +68,7 @@ class CudaExecutable(Executable):
         self.order = ctx["order"]
         g = net.graph
         self.module = load_module(self.program.source, target="cuda")
+        self.compile_report = self._warm_cache(compile_jobs)
         self.stream = cuda.stream()
         self.arena_bytes = self.program.arena * 4
         self.peak_bytes = self.analysis.totals["peak_activation_bytes"]
@@ -76,6 +82,13 @@ class CudaExecutable(Executable):
         self.steps = [[getattr(self.module, l.kernel)[l.grid, l.block, self.stream] for l in s.launches]
                       for s in self.program.steps]
         self._index_blobs(g)
+
+    def _warm_cache(self, jobs):
+        if simulator():     # the simulator interprets kernels: nothing to compile
+            return None
+        from .kernel_pool import is_cached, warm_cache
+        cold = {n: src for n, src in self.program.kernels.items() if not is_cached(getattr(self.module, n))}
+        return warm_cache(self.program.source, cold, jobs) if cold else None
 
     def _view(self, key):
         """The device array holding output `key` (a view into the arena)."""

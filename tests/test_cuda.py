@@ -340,9 +340,10 @@ def own_kernels(model) -> dict:
 def test_every_non_gemm_kernel_assembles_without_spills(refs):
     """sm_90 for every distinct kernel; sm_80 for the first of each kind and every 8th other
     (all of them with NETC_FULL_PTX=1): a full second pass would double this test's minutes."""
-    from netc.compiler.codegen.ptx import compile_kernel_ptx, ptxas_path, ptxas_report
+    from netc.compiler.codegen.ptx import ptxas_path
     from netc.compiler.errors import NetcError
     from netc.compiler.network import zoo_names
+    from netc.runtime.kernel_pool import compile_ptx_many
     assert ptxas_path(), "ptxas missing: pip install nvidia-cuda-nvcc-cu12"
     t0 = time.perf_counter()
     kernels, failed = {}, set()
@@ -355,16 +356,19 @@ def test_every_non_gemm_kernel_assembles_without_spills(refs):
             failed.add(Path(m).stem)
     assert failed == NOT_RUNNABLE
     full = os.environ.get("NETC_FULL_PTX") == "1"
-    kinds, checked = set(), {"sm_90": 0, "sm_80": 0}
+    kinds, todo = set(), {"sm_90": [], "sm_80": []}
     for k, (src, (model, name)) in enumerate(kernels.items()):
         kind = name.rsplit("_", 1)[0]
-        archs = ["sm_90"] + (["sm_80"] if full or kind not in kinds or k % 8 == 0 else [])
+        todo["sm_90"].append((src, model, name))
+        if full or kind not in kinds or k % 8 == 0:
+            todo["sm_80"].append((src, model, name))
         kinds.add(kind)
-        for arch in archs:
-            rep = ptxas_report(compile_kernel_ptx(src, name, (int(arch[3]), int(arch[4]))), arch)
+    for arch, items in todo.items():
+        built = compile_ptx_many([(name, src) for src, _, name in items], (int(arch[3]), int(arch[4])), arch)
+        for (src, model, name), (_, rep) in zip(items, built):
             assert rep["spill_stores"] == rep["spill_loads"] == 0, (model, name, arch, rep)
             assert rep["stack_frame"] == 0, (model, name, arch, rep)
-            checked[arch] += 1
+    checked = {arch: len(items) for arch, items in todo.items()}
     seconds = time.perf_counter() - t0
     print(f"{len(models)} networks, {len(kernels)} distinct kernels, {checked} assembled in {seconds:.0f} s")
     assert len(kernels) > 100 and {"k_pool", "k_lrn", "k_dwconv", "k_softmax", "k_eltwise"} <= kinds

@@ -64,18 +64,79 @@ def parse_ptxas(text: str) -> dict:
     return out
 
 
-def ptxas_report(ptx: str, arch: str = "sm_90") -> dict:
-    """registers, shared_bytes, spill_stores, spill_loads, stack_frame of the PTX's kernel."""
+def _assemble(ptx: str, arch: str, disassemble: bool = False) -> tuple[str, str]:
+    """(ptxas -v output, nvdisasm text of the cubin or "")."""
     exe = ptxas_path()
     if exe is None:
         raise NetcError("ptxas not found: pip install nvidia-cuda-nvcc-cu12 (same CUDA 12 toolkit as numba-cuda's NVVM)")
     if not re.fullmatch(r"sm_\d+a?", arch):
         raise NetcError(f"bad GPU architecture {arch!r} (expected e.g. sm_90)")
+    dis = nvdisasm_path() if disassemble else None
+    if disassemble and dis is None:
+        raise NetcError("nvdisasm not found: pip install nvidia-cuda-nvdisasm")
     with tempfile.TemporaryDirectory() as d:
-        src = Path(d) / "k.ptx"
+        src, cubin = Path(d) / "k.ptx", Path(d) / "k.cubin"
         src.write_text(ptx)
-        r = subprocess.run([exe, "-v", f"-arch={arch}", str(src), "-o", str(Path(d) / "k.cubin")],
-                           capture_output=True, text=True)
-    if r.returncode != 0:
-        raise NetcError(f"ptxas failed for {arch}:\n{(r.stderr or r.stdout).strip()[:2000]}")
-    return parse_ptxas(r.stdout + r.stderr)
+        r = subprocess.run([exe, "-v", f"-arch={arch}", str(src), "-o", str(cubin)], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise NetcError(f"ptxas failed for {arch}:\n{(r.stderr or r.stdout).strip()[:2000]}")
+        sass = ""
+        if dis:
+            q = subprocess.run([dis, "-c", str(cubin)], capture_output=True, text=True)
+            if q.returncode != 0:
+                raise NetcError(f"nvdisasm failed:\n{(q.stderr or q.stdout).strip()[:2000]}")
+            sass = q.stdout
+    return r.stdout + r.stderr, sass
+
+
+def ptxas_report(ptx: str, arch: str = "sm_90", loop_mix: bool = False) -> dict:
+    """registers, shared_bytes, spill_stores, spill_loads, stack_frame of the PTX's kernel, and
+    with `loop_mix` its main loop's instruction counts (main_loop_mix, needs nvdisasm)."""
+    log, sass = _assemble(ptx, arch, disassemble=loop_mix)
+    report = parse_ptxas(log)
+    if loop_mix:
+        report["main_loop"] = _hottest_loop(sass)
+    return report
+
+
+def nvdisasm_path() -> str | None:
+    """nvdisasm from the nvidia-cuda-nvdisasm wheel (CUDA 13; it reads CUDA 12 ptxas cubins), or
+    None. Machine code is where ptxas's own choices show (it merges adjacent shared loads into
+    128-bit LDS, which PTX cannot tell)."""
+    try:
+        import nvidia
+    except ImportError:
+        return None
+    for root in nvidia.__path__:
+        for p in sorted(Path(root).glob("*/bin/nvdisasm")):
+            if os.access(p, os.X_OK):
+                return str(p)
+    return None
+
+
+def main_loop_mix(ptx: str, arch: str = "sm_90") -> dict:
+    """Instruction counts of the kernel's hottest loop in machine code: the backward branch whose
+    body holds the most FFMA (a GEMM's k loop). Each SM sub-partition issues one instruction per
+    clock, so ffma / instructions bounds the share of FP32 peak the loop can reach."""
+    return ptxas_report(ptx, arch, loop_mix=True)["main_loop"]
+
+
+def _hottest_loop(sass: str) -> dict:
+    labels, ops = {}, []
+    for line in sass.splitlines():
+        m = re.match(r"\s*(\.L_x_\d+):", line)
+        if m:
+            labels[m.group(1)] = len(ops)
+            continue
+        m = re.search(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)(.*)", line)
+        if m:
+            ops.append((m.group(1), m.group(2)))
+    best: list = []
+    for k, (op, rest) in enumerate(ops):
+        target = re.search(r"(\.L_x_\d+)", rest)
+        if op.startswith("BRA") and target and labels.get(target.group(1), k + 1) <= k:
+            body = [o for o, _ in ops[labels[target.group(1)]:k + 1]]
+            if sum(o == "FFMA" for o in body) > sum(o == "FFMA" for o in best):
+                best = body
+    return {"instructions": len(best), "ffma": sum(o == "FFMA" for o in best),
+            "lds": sum(o.startswith("LDS") for o in best), "lds128": sum(o == "LDS.128" for o in best)}
