@@ -1,7 +1,9 @@
 """netc's CUDA target vs PyTorch on one GPU, FP32 (TF32 off on both sides), in one process.
 
-    python bench/gpu.py [--iters 50] [--models vgg16,resnet50,googlenet] [--batches 1,32]
-                        [--sgemm 4096] [--json out.json]
+    python bench/gpu.py [--iters 50] [--models vgg16,resnet50,googlenet] [--batches 32,1]
+                        [--sgemm 4096] [--json out.json] [--deadline-s 0]
+
+On a lent GPU machine run it through bench/gpu_device.sh (one prepared command, see there).
 
 1. SGEMM n^3: netc's tiled GEMM (fc_kernel, and a 1x1 convolution through conv_kernel) vs torch.mm.
 2. Whole networks (zoo names) at each batch: netc (`compile(target="cuda")`) vs a torch module
@@ -9,13 +11,18 @@
 3. Per netc step: median time with CUDA events vs its roofline floor,
    max(FLOPs / 66.9 TFLOP/s FP32 peak, bytes / 3.0 TB/s measured HBM copy) on an H100.
 
-All times are medians of CUDA-event intervals on one stream. Prints tables and writes JSON.
+All times are medians of CUDA-event intervals on one stream. Prints tables and rewrites the JSON
+after every network, so a run stopped at a time limit keeps what it measured. Networks in batch
+order, then model order; --deadline-s starts no new network after that many seconds. Each network
+records how its kernels were compiled (workers filling numba's cache, kernel_pool.warm_cache) and
+how long its first run took (kernels loaded from the cache, or compiled there).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +46,10 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--iters", type=int, default=50)
     ap.add_argument("--models", default="vgg16,resnet50,googlenet")
-    ap.add_argument("--batches", default="1,32")
+    ap.add_argument("--batches", default="32,1")
     ap.add_argument("--sgemm", type=int, default=4096, help="n of the n^3 SGEMM (0: skip)")
     ap.add_argument("--json", default="bench_gpu.json")
+    ap.add_argument("--deadline-s", type=float, default=0.0, help="start no network after this (0: no limit)")
     a = ap.parse_args(argv)
     a.models = [m for m in a.models.split(",") if m]
     a.batches = [int(b) for b in a.batches.split(",") if b]
@@ -153,22 +161,27 @@ def netc_device_ms(cuda, ex, iters: int) -> tuple[float, list[float]]:
     return total, per_step
 
 
-def bench_network(cuda, torch, name: str, batch: int, iters: int) -> dict:
+def bench_network(cuda, torch, name: str, batch: int, iters: int, device: str = "cuda") -> dict:
+    """`device`: where the torch reference runs ("cpu" only for the simulator smoke test)."""
     from netc.compiler.network import load
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from cpu import TorchNet           # the IR walked with torch ops (bench/cpu.py)
     net = load(name)
+    t0 = time.perf_counter()
     ex = net.compile(target="cuda", batch=batch)
+    compile_s = time.perf_counter() - t0
     feed = ex.required_inputs[0]
     shape = ex.places[ex.inputs[feed]][1]
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     tnet = TorchNet(net, ex.weights).eval()
-    tnet.w = {k: v.cuda() for k, v in tnet.w.items()}
-    xt = torch.from_numpy(x).cuda()
+    tnet.w = {k: v.to(device) for k, v in tnet.w.items()}
+    xt = torch.from_numpy(x).to(device)
     with torch.inference_mode():
         ref = tnet(xt).double().cpu().numpy()
         torch_ms = torch_median_ms(torch, lambda: tnet(xt), iters)
+    t0 = time.perf_counter()
     y = ex.run({feed: x})[ex.outputs[-1]]
+    first_run_s = time.perf_counter() - t0
     err = float(np.linalg.norm(y - ref) / np.linalg.norm(ref))
     total, per_step = netc_device_ms(cuda, ex, iters)
     steps = []
@@ -180,7 +193,20 @@ def bench_network(cuda, torch, name: str, batch: int, iters: int) -> dict:
                       "of_floor": floor / ms if ms > 0 else None})
     flops = ex.analysis.totals["flops"]
     return {"model": name, "batch": batch, "netc_ms": total, "torch_ms": torch_ms, "rel_err": err,
+            "compile_s": compile_s, "workers": ex.compile_report, "first_run_s": first_run_s,
+            "cache": cache_counts(ex),
             "netc_tflops": flops / total / 1e9, "floor_ms": sum(s["floor_ms"] for s in steps), "steps": steps}
+
+
+def cache_counts(ex) -> dict:
+    """numba's disk-cache hits and misses over the network's kernels: after the workers filled
+    the cache, the first run should only hit."""
+    hits = misses = 0
+    for name in ex.program.kernels:
+        k = getattr(ex.module, name)
+        hits += sum(getattr(k, "_cache_hits", {}).values())
+        misses += sum(getattr(k, "_cache_misses", {}).values())
+    return {"hits": hits, "misses": misses}
 
 
 def fmt_table(head: list[str], rows: list[list]) -> str:
@@ -198,16 +224,24 @@ def main(argv=None) -> None:
     out = {"device": device, "torch": torch.__version__, "tf32": False, "sgemm": [], "networks": []}
     if args.sgemm:
         out["sgemm"] = bench_sgemm(cuda, torch, args.sgemm, args.iters)
+        Path(args.json).write_text(json.dumps(out, indent=1))
         print(f"SGEMM {args.sgemm}^3 on {device}, FP32, TF32 off\n" + fmt_table(
             ["kernel", "ms", "TFLOP/s", "roofline ms", "rel err"],
             [[r["what"], r["ms"], r["tflops"], r["floor_ms"], r["rel_err"]] for r in out["sgemm"]]), flush=True)
-    for name in args.models:
-        for batch in args.batches:
+    start = time.perf_counter()
+    for batch in args.batches:
+        for name in args.models:
+            if args.deadline_s and time.perf_counter() - start > args.deadline_s:
+                print(f"\n{name} batch {batch}: skipped (past --deadline-s {args.deadline_s:g})", flush=True)
+                out.setdefault("skipped", []).append([name, batch])
+                continue
             r = bench_network(cuda, torch, name, batch, args.iters)
             out["networks"].append(r)
+            Path(args.json).write_text(json.dumps(out, indent=1))
             print(f"\n{name} batch {batch}: netc {r['netc_ms']:.3f} ms, torch {r['torch_ms']:.3f} ms "
                   f"(torch/netc {r['torch_ms'] / r['netc_ms']:.2f}), roofline {r['floor_ms']:.3f} ms, "
-                  f"rel err {r['rel_err']:.1e}")
+                  f"rel err {r['rel_err']:.1e}; compile {r['compile_s']:.1f} s, first run "
+                  f"{r['first_run_s']:.1f} s, cache {r['cache']}", flush=True)
             worst = sorted(r["steps"], key=lambda s: s["ms"] - s["floor_ms"], reverse=True)[:12]
             print(fmt_table(["step", "type", "ms", "roofline ms", "floor/ms"],
                             [[s["step"], s["type"], s["ms"], s["floor_ms"], s["of_floor"] or 0.0] for s in worst]),

@@ -227,10 +227,11 @@ def representatives(keys) -> list:
 def spills(keys, arch) -> list:
     """(key, report) of the kernels that spill, could not launch (registers x threads > 64K, static
     shared memory >= 48 KB) or declare other shared memory than their KernelSource says."""
+    from netc.runtime.kernel_pool import compile_ptx_many
     bad = []
-    for key in keys:
-        ks = kernel_for(key)
-        rep = ptxas_report(compile_kernel_ptx(ks.source, ks.name, ARCHS[arch]), arch)
+    sources = [kernel_for(key) for key in keys]
+    built = compile_ptx_many([(ks.name, ks.source) for ks in sources], ARCHS[arch], arch)
+    for key, ks, (_, rep) in zip(keys, sources, built):
         threads = ks.block[0] * ks.block[1] * ks.block[2]
         if rep["spill_stores"] or rep["spill_loads"] or rep["registers"] > 255 or rep["registers"] * threads > 65536 \
                 or rep["shared_bytes"] >= 48 * 1024 or rep["shared_bytes"] != ks.shared_bytes:
@@ -355,6 +356,46 @@ def test_gpu_bench_arithmetic_and_arguments():
     assert a.models == ["vgg16", "resnet50"] and a.batches == [1, 32] and a.iters == 5 and a.sgemm == 4096
     with pytest.raises(SystemExit):
         gpu.parse_args(["--batches", "0"])
+
+
+def test_gpu_bench_network_path_in_the_simulator(tmp_path):
+    """The part of bench/gpu.py a GPU session cannot afford to find broken: one network through
+    compile, the torch reference (on the CPU here), whole-network and per-step timing, roofline
+    and cache figures, into JSON. The simulator's event times are meaningless; the rest is not."""
+    from test_runtime import inp, layer
+    model = tmp_path / "small.prototxt"       # the layer types the torch reference (bench/cpu.py) knows
+    model.write_text(inp(1, 3, 6, 6) + "".join([
+        layer("c1", "Convolution", "data", "c1", "convolution_param { num_output: 4 kernel_size: 3 pad: 1 }"),
+        layer("bn", "BatchNorm", "c1", "c1"), layer("sc", "Scale", "c1", "c1", "scale_param { bias_term: true }"),
+        layer("r1", "ReLU", "c1", "c1"),
+        layer("c2", "Convolution", "c1", "c2", "convolution_param { num_output: 4 kernel_size: 1 }"),
+        layer("add", "Eltwise", ["c2", "c1"], "add"),
+        layer("lrn", "LRN", "add", "lrn", "lrn_param { local_size: 3 }"),
+        layer("cat", "Concat", ["lrn", "c1"], "cat"),
+        layer("pool", "Pooling", "cat", "pool", "pooling_param { pool: MAX kernel_size: 3 stride: 2 }"),
+        layer("fc", "InnerProduct", "pool", "fc", "inner_product_param { num_output: 10 }"),
+        layer("prob", "Softmax", "fc", "prob")]), encoding="utf-8")
+    code = ("import importlib.util, json, sys, time\n"
+            "spec = importlib.util.spec_from_file_location('bench_gpu', %r)\n"
+            "gpu = importlib.util.module_from_spec(spec); spec.loader.exec_module(gpu)\n"
+            "import torch\n"
+            "from numba import cuda\n"
+            "def cpu_ms(torch, fn, iters):\n"
+            "    t0 = time.perf_counter(); fn(); return (time.perf_counter() - t0) * 1e3\n"
+            "gpu.torch_median_ms = cpu_ms\n"
+            "r = gpu.bench_network(cuda, torch, %r, 1, 1, device='cpu')\n"
+            "print(json.dumps(r))\n") % (str(BENCH), str(model))
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", NETC_CACHE=str(tmp_path / "cache"))
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600,
+                       cwd=Path(__file__).parent)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["rel_err"] < 1e-4 and out["batch"] == 1 and out["torch_ms"] > 0
+    assert out["workers"] is None and out["cache"] == {"hits": 0, "misses": 0}   # simulator: nothing compiled
+    assert out["compile_s"] > 0 and out["first_run_s"] > 0
+    types = [s["type"] for s in out["steps"]]
+    assert "Convolution" in types and all(s["floor_ms"] > 0 for s in out["steps"]), out["steps"]
+    assert all(len(s["kernels"]) == len(s["grids"]) for s in out["steps"])
 
 
 def test_gpu_bench_without_a_gpu_exits_with_a_message():
