@@ -360,8 +360,8 @@ ACTS
                 from ..codegen.cuda_kit import f32
                 from .merge import Eltwise
                 nodes, operands, attrs, merge_acts = merge
-                at = ["ni * " + i(CO * OH * OW), "co * " + i(OH * OW), "n - ni * " + i(OH * OW)]
-                terms = ["v" if src is None else f"A[{ux(i(lo.addr(src)), *at)}]" for src in operands]
+                # e: the output element's NCHW index (gemm.conv_kernel), the operands' too
+                terms = ["v" if src is None else f"A[{ux(i(lo.addr(src)), 'e')}]" for src in operands]
                 epilogue += Eltwise.combine(attrs, terms, f32) + merge_acts
                 extra, out = extra + nodes, (nodes[-1], 0)
             y_off, y_stride = lo.out_stride(out)
