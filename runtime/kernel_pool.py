@@ -1,27 +1,37 @@
 """Generated CUDA kernels compiled in worker processes, one per core.
 
 numba compiles one kernel at a time (a global compiler lock) and NVVM takes 1.5-7 s per GEMM
-kernel: ResNet-50 at batch 32 is ~95 s of compile on one core here (53 GEMM kernels), and a
-first `netc run --gpu` or bench/gpu.py would spend minutes in it. Worker processes each compile
-a share, largest source first (the GEMM kernels), handed out one at a time:
-- to PTX, and through `ptxas -v` when asked (`netc build --target cuda`, the PTX tests);
-  needs no GPU;
+kernel: `netc build resnet50 --target cuda --batch 32` took 130 s in one process here, and a
+first `netc run --gpu` or bench/gpu.py would spend as long in compiling. Worker processes each
+compile a share (largest sources first, dealt out to the least-loaded worker):
+- to PTX, and through `ptxas -v` when asked (`netc build --target cuda`, the PTX tests); needs
+  no GPU;
 - into numba's on-disk cache before the CUDA target's first run (`warm_cache`): each worker
   imports the same generated file (cache entries are keyed on that file and the launch
   signature) and compiles it; the main process then loads the kernel from the cache at its
   first launch instead of compiling it. Needs the GPU in every worker (the cache is per
   compute capability).
+Workers are plain `python -c` processes given the parent's sys.path, not multiprocessing's
+spawn: spawn re-imports the caller's main module, and a user's script without a __main__ guard
+would run again in every worker.
 """
 from __future__ import annotations
 
-import multiprocessing
+import json
 import os
+import subprocess
+import sys
+import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 from ..compiler.errors import NetcError
 
-_MODULE: dict = {}     # in a worker: the generated module source it compiles from (warm_cache)
+WORKER = ("import json, sys\n"
+          "task = json.load(open(sys.argv[1]))\n"
+          "sys.path[:] = task['sys_path']\n"
+          "from netc.runtime.kernel_pool import _worker\n"
+          "_worker(task, sys.argv[2])\n")
 
 
 def default_jobs() -> int:
@@ -37,65 +47,89 @@ def default_jobs() -> int:
         return os.cpu_count() or 1
 
 
-def _pool(jobs: int, module_source: str | None = None) -> ProcessPoolExecutor:
-    # spawn, not fork: the parent may hold a CUDA context or numba/OpenBLAS threads
-    return ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init, initargs=(module_source,))
+def _shares(costs: list[int], jobs: int) -> list[list[int]]:
+    """Indices dealt to `jobs` workers, largest cost first to the least-loaded worker (the GEMM
+    kernels take NVVM longest: started last on one worker, they would finish alone)."""
+    shares, load = [[] for _ in range(jobs)], [0] * jobs
+    for i in sorted(range(len(costs)), key=lambda i: -costs[i]):
+        w = load.index(min(load))
+        shares[w].append(i)
+        load[w] += costs[i]
+    return [s for s in shares if s]
 
 
-def _init(module_source) -> None:
-    _MODULE["source"] = module_source
+def _run(mode: str, items: list, costs: list[int], jobs: int, module_source: str | None = None) -> list:
+    """Each item's result dict, in order; a worker that died leaves {"error": its stderr}."""
+    out: list = [None] * len(items)
+    with tempfile.TemporaryDirectory(prefix="netc_pool_") as d:
+        procs = []
+        for w, share in enumerate(_shares(costs, jobs)):
+            task = {"mode": mode, "sys_path": sys.path, "module": module_source, "items": [items[i] for i in share]}
+            (Path(d) / f"in{w}.json").write_text(json.dumps(task))
+            err = open(Path(d) / f"err{w}.txt", "w")
+            procs.append((share, w, err, subprocess.Popen(
+                [sys.executable, "-c", WORKER, str(Path(d) / f"in{w}.json"), str(Path(d) / f"out{w}.json")],
+                stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT)))
+        for share, w, err, p in procs:
+            p.wait()
+            err.close()
+            res = Path(d) / f"out{w}.json"
+            if p.returncode == 0 and res.is_file():
+                got = json.loads(res.read_text())
+            else:
+                tail = (Path(d) / f"err{w}.txt").read_text()[-2000:]
+                got = [{"error": f"compile worker exited with status {p.returncode}: {tail}"}] * len(share)
+            for i, r in zip(share, got):
+                out[i] = r
+    return out
 
 
-def _ptx_one(item):
+def _worker(task: dict, out_path: str) -> None:
+    results = []
+    for item in task["items"]:
+        t0 = time.perf_counter()
+        try:
+            r = _ptx_one(*item) if task["mode"] == "ptx" else _cache_one(task["module"], item)
+        except Exception as e:  # noqa: BLE001 - the parent reports it with the kernel's name
+            r = {"error": f"{type(e).__name__}: {e}"}
+        r["seconds"] = time.perf_counter() - t0
+        results.append(r)
+    Path(out_path).write_text(json.dumps(results))
+
+
+def _ptx_one(source: str, name: str, cc, arch, loop_mix: bool) -> dict:
     from ..compiler.codegen.ptx import compile_kernel_ptx, ptxas_report
-    source, name, cc, arch, loop_mix = item
-    ptx = compile_kernel_ptx(source, name, cc)
-    return ptx, (ptxas_report(ptx, arch, loop_mix) if arch else None)
+    ptx = compile_kernel_ptx(source, name, tuple(cc))
+    return {"ptx": ptx, "report": ptxas_report(ptx, arch, loop_mix) if arch else None}
 
 
 def compile_ptx_many(kernels: list[tuple[str, str]], cc=(9, 0), arch: str | None = None,
                      jobs: int | None = None, loop_mix: bool = False) -> list[tuple[str, dict | None]]:
     """(PTX, ptxas report or None) for each (kernel name, kernel source), in the given order;
     `arch` (e.g. "sm_90") asks ptxas for registers/spills too, `loop_mix` also the main loop's
-    instruction counts (ptx.main_loop_mix). The first error is raised."""
-    work = [(src, name, tuple(cc), arch, loop_mix) for name, src in kernels]
-    jobs = min(jobs or default_jobs(), len(work))
+    instruction counts (ptx.main_loop_mix). The first error (in the given order) is raised."""
+    items = [(src, name, list(cc), arch, loop_mix) for name, src in kernels]
+    jobs = min(jobs or default_jobs(), len(items))
     if jobs <= 1:
-        return [_ptx_one(w) for w in work]
-    out: list = [None] * len(work)
-    with _pool(jobs) as pool:
-        futures = {i: pool.submit(_ptx_one, work[i]) for i in _largest_first([w[0] for w in work])}
-        try:
-            for i, f in futures.items():
-                out[i] = f.result()
-        except BaseException:
-            pool.shutdown(cancel_futures=True)
-            raise
-    return out
+        return [(r["ptx"], r["report"]) for r in (_ptx_one(*it) for it in items)]
+    results = _run("ptx", items, [len(src) for src, *_ in items], jobs)
+    for (_, name), r in zip(kernels, results):
+        if "error" in r:
+            raise NetcError(f"kernel {name}: {r['error']}")
+    return [(r["ptx"], r["report"]) for r in results]
 
 
-def _largest_first(sources: list[str]) -> list[int]:
-    """Indices, longest source first: the GEMM kernels take NVVM longest; started first, they
-    do not finish last on one core while the others sit idle."""
-    return sorted(range(len(sources)), key=lambda i: -len(sources[i]))
-
-
-def _cache_one(name: str):
-    """Compile kernel `name` of the worker's module for the launch signature; numba writes the
-    result to its cache. Errors come back as text: the main process compiles that kernel again
-    at its launch and reports the error there, with its usual message."""
+def _cache_one(module_source: str, name: str) -> dict:
+    """Compile kernel `name` of the generated module for the launch signature; numba writes the
+    result to its cache. (An error comes back as text: the main process compiles that kernel
+    again at its launch and reports the error there, with its usual message.)"""
     from numba.core import sigutils
     from ..compiler.codegen.cuda_gemm import SIG
     from ..compiler.codegen.modules import import_source
-    t0 = time.perf_counter()
-    try:
-        kernel = getattr(import_source(_MODULE["source"], "cuda"), name)
-        argtypes, _ = sigutils.normalize_signature(SIG)
-        kernel.compile(tuple(argtypes))     # the tuple a launch with two float32 arrays looks up
-        return name, time.perf_counter() - t0, None
-    except Exception as e:  # noqa: BLE001 - reported, and met again in the main process
-        return name, time.perf_counter() - t0, f"{type(e).__name__}: {e}"
+    kernel = getattr(import_source(module_source, "cuda"), name)
+    argtypes, _ = sigutils.normalize_signature(SIG)
+    kernel.compile(tuple(argtypes))     # the tuple a launch with two float32 arrays looks up
+    return {}
 
 
 def is_cached(kernel) -> bool:
@@ -117,11 +151,9 @@ def warm_cache(module_source: str, kernels: dict[str, str], jobs: int | None = N
     if jobs <= 1:
         return {**report, "jobs": 0}    # one process would only compile what the launch compiles
     t0 = time.perf_counter()
-    order = [names[i] for i in _largest_first([kernels[n] for n in names])]
-    with _pool(jobs, module_source) as pool:
-        for name, seconds, err in pool.map(_cache_one, order):
-            report["compile_s"] += seconds
-            if err:
-                report["errors"][name] = err
+    for name, r in zip(names, _run("cache", names, [len(kernels[n]) for n in names], jobs, module_source)):
+        report["compile_s"] += r.get("seconds", 0.0)
+        if "error" in r:
+            report["errors"][name] = r["error"]
     report["wall_s"] = time.perf_counter() - t0
     return report

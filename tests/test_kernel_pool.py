@@ -84,8 +84,12 @@ def test_cache_check_reads_numbas_index_file(tmp_path, monkeypatch):
 def test_warm_cache_reports_worker_failures_instead_of_raising(tmp_path):
     """Without a GPU every worker's compile fails (numba-cuda needs the device's compute
     capability): the report names each kernel; the run itself would then compile (and fail
-    with its usual message) in the main process. On a GPU the same call fills the cache."""
+    with its usual message) in the main process. On a GPU the same call fills the cache.
+    The script has no __main__ guard, as users' scripts often have not: workers must not run
+    it again (multiprocessing's spawn would, once per worker)."""
+    runs = tmp_path / "runs.txt"
     code = ("import json, sys\n"
+            "open(%r, 'a').write('ran\\n')\n"
             "from netc.compiler.codegen import cuda_gemm as cg\n"
             "from netc.compiler.codegen.modules import import_source\n"
             "from netc.runtime.kernel_pool import warm_cache\n"
@@ -94,8 +98,7 @@ def test_warm_cache_reports_worker_failures_instead_of_raising(tmp_path):
             "ks = dict(some_kernels()[1:3])\n"
             "src = cg.KERNEL_HEADER + '\\n' + '\\n'.join(ks.values())\n"
             "import_source(src, 'cuda')\n"
-            "if __name__ == '__main__':\n"
-            "    print(json.dumps(warm_cache(src, ks, jobs=2)))\n") % str(Path(__file__).parent)
+            "print(json.dumps(warm_cache(src, ks, jobs=2)))\n") % (str(runs), str(Path(__file__).parent))
     script = tmp_path / "warm.py"
     script.write_text(code)
     env = {**os.environ, "NETC_CACHE": str(tmp_path / "cache"), "CUDA_VISIBLE_DEVICES": ""}
@@ -105,3 +108,10 @@ def test_warm_cache_reports_worker_failures_instead_of_raising(tmp_path):
     rep = json.loads(r.stdout.strip().splitlines()[-1])
     assert rep["kernels"] == 2 and rep["jobs"] == 2 and rep["wall_s"] > 0
     assert set(rep["errors"]) == {"k_conv_1", "k_fc_2"}, rep
+    assert all("CUDA" in e for e in rep["errors"].values()), rep
+    assert runs.read_text() == "ran\n"
+
+
+def test_shares_balance_the_largest_first():
+    assert kernel_pool._shares([1, 9, 5, 5], 2) == [[1, 0], [2, 3]]     # loads 10 and 10
+    assert kernel_pool._shares([3, 3], 4) == [[0], [1]]          # no empty workers
