@@ -324,7 +324,7 @@ def _gemm_source(name: str, t: Tile, K: int, a_load, b_load, store: list[str]) -
         return out
 
     L += _indent(fetch("0") + put() + ["cuda.syncthreads()"], 4)
-    L.append(f"    for kt in range({nkt}):")
+    L.append(f"    for kt in range(int32({nkt})):")
     L.append(f"        if kt < {nkt - 1}:")
     L += _indent(fetch(f"(kt + 1) * {t.KT}"), 12)
     for kk in range(t.BK):
