@@ -252,12 +252,29 @@ def build_cuda(args) -> int:
     steps = [{"layers": s.layers, "type": s.type,
               "launches": [{"kernel": l.kernel, "grid": list(l.grid), "block": list(l.block),
                             "shared_bytes": l.shared_bytes} for l in s.launches]} for s in prog.steps]
+    share = _ffma_share(net.graph, prog.steps, kernels)
     manifest = {"network": net.name, "batch": args.batch, "arch": args.arch, "module": path.name,
                 "arena_bytes": prog.arena * 4, "param_bytes": int(prog.params.nbytes),
-                "ptxas": has_ptxas, "kernels": kernels, "steps": steps}
+                "ptxas": has_ptxas, "gemm_ffma_share": share, "kernels": kernels, "steps": steps}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     spills = sum(k["ptxas"]["spill_stores"] + k["ptxas"]["spill_loads"] for k in kernels.values() if "ptxas" in k)
     print(f"wrote {path}, {len(kernels)} PTX files ({args.arch}) and manifest.json: "
           f"{sum(len(s.launches) for s in prog.steps)} launches in {len(prog.steps)} steps"
-          + (f", {spills} bytes of spills" if has_ptxas else " (ptxas not found: no register counts)"))
+          + (f", {spills} bytes of spills" if has_ptxas else " (ptxas not found: no register counts)")
+          + (f"; GEMM k loops {share:.0%} FFMA (weighted by multiply-adds)" if share is not None else ""))
     return 0
+
+
+def _ffma_share(g, steps, kernels: dict) -> float | None:
+    """FFMA / instructions of the GEMM kernels' main loops (ptx.main_loop_mix), weighted by
+    their steps' multiply-adds: the bound on the share of FP32 peak the network's GEMMs can issue
+    at. None without nvdisasm or without GEMM kernels."""
+    num = den = 0.0
+    for s in steps:
+        macc = sum(g.nodes[n]["ops"].macc for n in s.layers)
+        for l in s.launches:
+            loop = kernels[l.kernel].get("ptxas", {}).get("main_loop")
+            if loop and loop["ffma"] and macc:
+                num += macc * loop["ffma"] / loop["instructions"]
+                den += macc
+    return num / den if den else None

@@ -151,7 +151,11 @@ def warm_cache(module_source: str, kernels: dict[str, str], jobs: int | None = N
     if jobs <= 1:
         return {**report, "jobs": 0}    # one process would only compile what the launch compiles
     t0 = time.perf_counter()
-    for name, r in zip(names, _run("cache", names, [len(kernels[n]) for n in names], jobs, module_source)):
+    try:
+        results = _run("cache", names, [len(kernels[n]) for n in names], jobs, module_source)
+    except OSError as e:     # no processes to be had: the launches compile as before
+        results = [{"error": f"could not start compile workers: {e}"}] * len(names)
+    for name, r in zip(names, results):
         report["compile_s"] += r.get("seconds", 0.0)
         if "error" in r:
             report["errors"][name] = r["error"]

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from test_errors import HOSTILE, _quote
 from test_runtime import CONV_NET, POINT_NET, POOL_NET, RESIDUAL_NET, inp, layer
@@ -490,11 +491,22 @@ def test_build_cuda_writes_module_ptx_and_manifest(tmp_path, monkeypatch):
         ptx = (out / k["ptx"]).read_text()
         assert ".target sm_90" in ptx and ".entry" in ptx
         assert k["ptxas"]["registers"] > 0 and k["ptxas"]["spill_stores"] == 0
+        loop = k["ptxas"]["main_loop"]        # nvdisasm is a test dependency
+        assert loop["ffma"] <= loop["instructions"], (name, loop)
     for s in man["steps"]:
         for l in s["launches"]:
             assert len(l["grid"]) == len(l["block"]) == 3 and l["block"][0] <= 1024
     assert not (tmp_path / "PWNED").exists()
     assert main(["build", str(src), "--target", "cuda", "--arch", "90", "-o", str(out)]) == 2
+    # a conv with a k loop (K = 64*9 in 8-row k-tiles): its FFMA share is the network's
+    conv = tmp_path / "conv.prototxt"
+    conv.write_text(inp(1, 64, 16, 16) + layer("c", "Convolution", "data", "c",
+                    "convolution_param { num_output: 64 kernel_size: 3 pad: 1 }"), encoding="utf-8")
+    assert main(["build", str(conv), "--target", "cuda", "-o", str(tmp_path / "c"), "-j", "1"]) == 0
+    man = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    (loop,) = [k["ptxas"]["main_loop"] for k in man["kernels"].values()]
+    assert loop["ffma"] > 0 and man["gemm_ffma_share"] == pytest.approx(loop["ffma"] / loop["instructions"])
+    assert 0.25 < man["gemm_ffma_share"] < 1.0, man["gemm_ffma_share"]    # a small tile here: few blocks
 
 
 if __name__ == "__main__":

@@ -258,8 +258,9 @@ def test_geometry_census(geometries):
 @pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
 def test_gemm_kernels_do_not_spill(geometries, arch):
     """Every geometry costs ~3 s (NVVM + ptxas), ~1000 of them per arch: too slow for the default
-    run. Default: one geometry per kernel structure for sm_90 (~55, ~3 min), every third of those
-    for sm_80; NETC_FULL_PTX=1 or NETC_FUZZ=1: every geometry for both (~1.5 h on one core)."""
+    run. Default: one geometry per kernel structure for sm_90 (~55, ~1 min in two worker
+    processes), every third of those for sm_80; NETC_FULL_PTX=1 or NETC_FUZZ=1: every geometry
+    for both (~1.5 h on one core, divided by the worker processes, one per core)."""
     keys = geometries if FULL else representatives(geometries)[:: 1 if arch == "sm_90" else 3]
     t0 = time.time()
     bad = spills(keys, arch)
