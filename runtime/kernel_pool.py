@@ -123,12 +123,12 @@ def _cache_one(module_source: str, name: str) -> dict:
     """Compile kernel `name` of the generated module for the launch signature; numba writes the
     result to its cache. (An error comes back as text: the main process compiles that kernel
     again at its launch and reports the error there, with its usual message.)"""
-    from numba.core import sigutils
-    from ..compiler.codegen.cuda_gemm import SIG
+    import numpy as np
+    from numba import cuda
     from ..compiler.codegen.modules import import_source
     kernel = getattr(import_source(module_source, "cuda"), name)
-    argtypes, _ = sigutils.normalize_signature(SIG)
-    kernel.compile(tuple(argtypes))     # the tuple a launch with two float32 arrays looks up
+    probe = cuda.device_array(1, np.float32)      # a launch passes two such arrays (arena, params)
+    kernel.compile((kernel.typeof_pyval(probe),) * 2)   # typed as a launch types them: same cache key
     return {}
 
 
