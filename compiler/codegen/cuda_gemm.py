@@ -9,9 +9,9 @@ through two shared-memory tiles; each thread owns TM x TN outputs in runs of VEC
 and columns (rows ty*4 + (i//4)*NTY*4 + i%4, likewise columns): ptxas turns each run's four
 shared reads into one 128-bit LDS (a quarter of the load instructions; the k loop of the
 128x128 tile issues 78% FFMA instead of 68%, ptx.main_loop_mix). Each thread prefetches the
-next k-tile into registers while it multiplies the current one. Small tiles (few output tiles, long K:
-7x7 maps, fc at batch 32) split each k-tile among SK thread groups whose partial sums are added
-in shared memory at the end (slice-K), keeping 4x4 outputs per thread. Convolution: m = output channel
+next k-tile into registers while it multiplies the current one. Small tiles (few output tiles,
+long K: 7x7 maps, fc at batch 32) split each k-tile among SK thread groups whose partial sums
+are added in shared memory at the end (slice-K), keeping 4x4 outputs per thread. Convolution: m = output channel
 within a group, n = (image, oh, ow), k = (c, kh, kw), the group is grid z; the B tile is
 gathered straight from the NCHW input (implicit im2col, no buffer in global memory).
 InnerProduct: m = row of x, n = output feature. At R <= GEMV_MAX_ROWS the product is a
