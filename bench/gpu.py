@@ -9,7 +9,7 @@ On a lent GPU machine run it through bench/gpu_device.sh (one prepared command, 
 2. Whole networks (zoo names) at each batch: netc (`compile(target="cuda")`) vs a torch module
    built from the same IR (bench/cpu.py's TorchNet) with the same weights; rel error vs torch.
 3. Per netc step: median time with CUDA events vs its roofline floor,
-   max(FLOPs / 66.9 TFLOP/s FP32 peak, bytes / 3.0 TB/s measured HBM copy) on an H100.
+   max(FLOPs / 66.9 TFLOP/s FP32 peak, bytes / measured HBM copy: 3.0 TB/s H100, 4.3 TB/s H200).
 
 All times are medians of CUDA-event intervals on one stream. Prints tables and rewrites the JSON
 after every network, so a run stopped at a time limit keeps what it measured. Networks in batch
@@ -27,14 +27,24 @@ from pathlib import Path
 
 import numpy as np
 
-PEAK_FLOPS = 66.9e12     # H100 SXM FP32 without tensor cores (KERNELS.md)
+PEAK_FLOPS = 66.9e12     # H100 SXM FP32 without tensor cores (KERNELS.md); the H200 has the same SMs
 PEAK_BYTES = 3.0e12      # H100 HBM3 copy bandwidth measured on the lent machine (KERNELS.md)
+H200_BYTES = 4.3e12      # H200 HBM3e device-to-device copy seen on the lent machine (device KINDS.md)
 NO_GPU = "bench/gpu.py needs an NVIDIA GPU visible to numba-cuda and a CUDA build of PyTorch; found none"
 
 
-def roofline_s(flops: float, nbytes: float, peak_flops: float = PEAK_FLOPS, peak_bytes: float = PEAK_BYTES) -> float:
-    """The least time a kernel can take: compute-bound or memory-bound, whichever is slower."""
-    return max(flops / peak_flops, nbytes / peak_bytes)
+def roofline_s(flops: float, nbytes: float, peak_flops: float | None = None, peak_bytes: float | None = None) -> float:
+    """The least time a kernel can take: compute-bound or memory-bound, whichever is slower
+    (peaks default to the device's, use_device_peaks)."""
+    return max(flops / (peak_flops or PEAK_FLOPS), nbytes / (peak_bytes or PEAK_BYTES))
+
+
+def use_device_peaks(name: str) -> tuple[float, float]:
+    """The rooflines follow the GPU the run got (a plain device call may get an H200)."""
+    global PEAK_BYTES
+    if "H200" in name:
+        PEAK_BYTES = H200_BYTES
+    return PEAK_FLOPS, PEAK_BYTES
 
 
 def sgemm_cost(n: int) -> tuple[float, float]:
@@ -221,7 +231,9 @@ def main(argv=None) -> None:
     cuda, torch = gpu_or_exit()
     device = cuda.get_current_device().name
     device = device.decode() if isinstance(device, bytes) else device
-    out = {"device": device, "torch": torch.__version__, "tf32": False, "sgemm": [], "networks": []}
+    peak_flops, peak_bytes = use_device_peaks(device)
+    out = {"device": device, "torch": torch.__version__, "tf32": False, "peak_flops": peak_flops,
+           "peak_bytes": peak_bytes, "sgemm": [], "networks": []}
     if args.sgemm:
         out["sgemm"] = bench_sgemm(cuda, torch, args.sgemm, args.iters)
         Path(args.json).write_text(json.dumps(out, indent=1))

@@ -372,6 +372,9 @@ def test_gpu_bench_arithmetic_and_arguments():
     assert flops == 2 * 4096 ** 3 and nbytes == 3 * 4 * 4096 ** 2
     assert gpu.roofline_s(flops, nbytes) == pytest.approx(2 * 4096 ** 3 / 66.9e12)   # compute-bound
     assert gpu.roofline_s(1e6, 3e9) == pytest.approx(1e-3)                            # memory-bound
+    assert gpu.use_device_peaks("NVIDIA H100 80GB HBM3") == (66.9e12, 3.0e12)
+    assert gpu.use_device_peaks("NVIDIA H200") == (66.9e12, 4.3e12)
+    assert gpu.roofline_s(1e6, 4.3e9) == pytest.approx(1e-3)
     a = gpu.parse_args(["--models", "vgg16,resnet50", "--batches", "1,32", "--iters", "5"])
     assert a.models == ["vgg16", "resnet50"] and a.batches == [1, 32] and a.iters == 5 and a.sgemm == 4096
     with pytest.raises(SystemExit):
