@@ -3,10 +3,12 @@
 # 15 minutes go to measuring. That machine's image has torch, numba, numba-cuda and networkx but
 # not lark. Once, here, in the repo root (lark is pure Python):
 #     echo /.whl/ >> .git/info/exclude && python -m pip download --no-deps -d .whl "lark==$(python -c 'import lark; print(lark.__version__)')"
-# then: run(command="bash bench/gpu_device.sh", carry=[".whl"], timeout_s=560)
+# then: run(command="bash bench/gpu_device.sh", carry=[".whl"], timeout_s=450)
 # It writes $OUT/gpu.txt (device, driver, versions), $OUT/bench_gpu.json (rewritten after every
-# network) and $OUT/bench_gpu.log. DEADLINE (seconds, default 400) stops starting new networks
-# so the command ends inside one call; kernels compile in one process per core (kernel_pool).
+# network) and $OUT/bench_gpu.log. DEADLINE (seconds, default 330) stops starting new networks
+# so the command ends inside the call with time to spare: a machine start takes 1-2 of the
+# session's 15 device minutes, and a second call on the still-warm machine (it stays ~30 s)
+# should fit if the first one shows a fixable problem. Kernels compile in one process per core.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/netc_gpu_out}
@@ -29,5 +31,5 @@ print("numba device", dev.name, "cc", dev.compute_capability, "SMs", dev.MULTIPR
       "cuda runtime", cuda.runtime.get_version())
 EOF
 } 2>&1 | tee "$OUT/gpu.txt"
-python3 bench/gpu.py --json "$OUT/bench_gpu.json" --deadline-s "${DEADLINE:-400}" "$@" 2>&1 | tee "$OUT/bench_gpu.log"
+python3 bench/gpu.py --json "$OUT/bench_gpu.json" --deadline-s "${DEADLINE:-330}" "$@" 2>&1 | tee "$OUT/bench_gpu.log"
 exit "${PIPESTATUS[0]}"
