@@ -63,16 +63,23 @@ def _run(mode: str, items: list, costs: list[int], jobs: int, module_source: str
     out: list = [None] * len(items)
     with tempfile.TemporaryDirectory(prefix="netc_pool_") as d:
         procs = []
-        for w, share in enumerate(_shares(costs, jobs)):
-            task = {"mode": mode, "sys_path": sys.path, "module": module_source, "items": [items[i] for i in share]}
-            (Path(d) / f"in{w}.json").write_text(json.dumps(task))
-            err = open(Path(d) / f"err{w}.txt", "w")
-            procs.append((share, w, err, subprocess.Popen(
-                [sys.executable, "-c", WORKER, str(Path(d) / f"in{w}.json"), str(Path(d) / f"out{w}.json")],
-                stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT)))
-        for share, w, err, p in procs:
-            p.wait()
-            err.close()
+        try:
+            for w, share in enumerate(_shares(costs, jobs)):
+                task = {"mode": mode, "sys_path": sys.path, "module": module_source,
+                        "items": [items[i] for i in share]}
+                (Path(d) / f"in{w}.json").write_text(json.dumps(task))
+                with open(Path(d) / f"err{w}.txt", "w") as err:   # the child keeps its own handle
+                    procs.append((share, w, subprocess.Popen(
+                        [sys.executable, "-c", WORKER, str(Path(d) / f"in{w}.json"), str(Path(d) / f"out{w}.json")],
+                        stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT)))
+            for _, _, p in procs:
+                p.wait()
+        finally:    # a failed start or an interrupt leaves no worker running on its own
+            for _, _, p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        for share, w, p in procs:
             res = Path(d) / f"out{w}.json"
             if p.returncode == 0 and res.is_file():
                 got = json.loads(res.read_text())
