@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", action="store_true")
     p.add_argument("--gpu", action="store_true",
                    help="run the CUDA target (numba-cuda; NUMBA_ENABLE_CUDASIM=1: the simulator)")
+    p.add_argument("--tune", action="store_true",
+                   help="with --gpu: time each GEMM layer's tiles on this GPU and use the fastest (cached per GPU model)")
 
     p = sub.add_parser("bench", help="time the generated kernels")
     _model(p)
@@ -83,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--gpu", action="store_true", help="time the CUDA target")
+    p.add_argument("--tune", action="store_true",
+                   help="with --gpu: time each GEMM layer's tiles on this GPU and use the fastest (cached per GPU model)")
 
     p = sub.add_parser("build", help="write the generated kernel sources (cuda: also PTX and a manifest)")
     _model(p)

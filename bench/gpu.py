@@ -1,7 +1,7 @@
 """netc's CUDA target vs PyTorch on one GPU, FP32 (TF32 off on both sides), in one process.
 
     python bench/gpu.py [--iters 50] [--models vgg16,resnet50,googlenet] [--batches 32,1]
-                        [--sgemm 4096] [--json out.json] [--deadline-s 0]
+                        [--sgemm 4096] [--json out.json] [--deadline-s 0] [--tune]
 
 On a lent GPU machine run it through bench/gpu_device.sh (one prepared command, see there).
 
@@ -10,6 +10,8 @@ On a lent GPU machine run it through bench/gpu_device.sh (one prepared command, 
    built from the same IR (bench/cpu.py's TorchNet) with the same weights; rel error vs torch.
 3. Per netc step: median time with CUDA events vs its roofline floor,
    max(FLOPs / 66.9 TFLOP/s FP32 peak, bytes / measured HBM copy: 3.0 TB/s H100, 4.3 TB/s H200).
+4. With --tune: each network again with GEMM tiles timed on this GPU (runtime/autotune.py;
+   cached per GPU model, so a second run times nothing), and which layers moved off the default.
 
 All times are medians of CUDA-event intervals on one stream. Prints tables and rewrites the JSON
 after every network, so a run stopped at a time limit keeps what it measured. Networks in batch
@@ -60,6 +62,8 @@ def parse_args(argv=None):
     ap.add_argument("--sgemm", type=int, default=4096, help="n of the n^3 SGEMM (0: skip)")
     ap.add_argument("--json", default="bench_gpu.json")
     ap.add_argument("--deadline-s", type=float, default=0.0, help="start no network after this (0: no limit)")
+    ap.add_argument("--tune", action="store_true",
+                    help="also time each network with autotuned GEMM tiles (runtime/autotune.py)")
     a = ap.parse_args(argv)
     a.models = [m for m in a.models.split(",") if m]
     a.batches = [int(b) for b in a.batches.split(",") if b]
@@ -171,8 +175,9 @@ def netc_device_ms(cuda, ex, iters: int) -> tuple[float, list[float]]:
     return total, per_step
 
 
-def bench_network(cuda, torch, name: str, batch: int, iters: int, device: str = "cuda") -> dict:
-    """`device`: where the torch reference runs ("cpu" only for the simulator smoke test)."""
+def bench_network(cuda, torch, name: str, batch: int, iters: int, device: str = "cuda", tune: bool = False) -> dict:
+    """`device`: where the torch reference runs ("cpu" only for the simulator smoke test).
+    `tune`: the network again with autotuned GEMM tiles, its time and error beside the default's."""
     from netc.compiler.network import load
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from cpu import TorchNet           # the IR walked with torch ops (bench/cpu.py)
@@ -202,10 +207,20 @@ def bench_network(cuda, torch, name: str, batch: int, iters: int, device: str = 
                       "grids": [list(l.grid) for l in s.launches], "ms": ms, "floor_ms": floor,
                       "of_floor": floor / ms if ms > 0 else None})
     flops = ex.analysis.totals["flops"]
-    return {"model": name, "batch": batch, "netc_ms": total, "torch_ms": torch_ms, "rel_err": err,
-            "compile_s": compile_s, "workers": ex.compile_report, "first_run_s": first_run_s,
-            "cache": cache_counts(ex),
-            "netc_tflops": flops / total / 1e9, "floor_ms": sum(s["floor_ms"] for s in steps), "steps": steps}
+    out = {"model": name, "batch": batch, "netc_ms": total, "torch_ms": torch_ms, "rel_err": err,
+           "compile_s": compile_s, "workers": ex.compile_report, "first_run_s": first_run_s,
+           "cache": cache_counts(ex),
+           "netc_tflops": flops / total / 1e9, "floor_ms": sum(s["floor_ms"] for s in steps), "steps": steps}
+    if tune:
+        del ex
+        t0 = time.perf_counter()
+        tuned = net.compile(target="cuda", batch=batch, tune=True)
+        out["tune_s"] = time.perf_counter() - t0
+        y = tuned.run({feed: x})[tuned.outputs[-1]]
+        out["tuned_rel_err"] = float(np.linalg.norm(y - ref) / np.linalg.norm(ref))
+        out["tuned_ms"] = netc_device_ms(cuda, tuned, iters)[0]
+        out["tuned"] = tuned.tune_report
+    return out
 
 
 def cache_counts(ex) -> dict:
@@ -247,13 +262,21 @@ def main(argv=None) -> None:
                 print(f"\n{name} batch {batch}: skipped (past --deadline-s {args.deadline_s:g})", flush=True)
                 out.setdefault("skipped", []).append([name, batch])
                 continue
-            r = bench_network(cuda, torch, name, batch, args.iters)
+            r = bench_network(cuda, torch, name, batch, args.iters, tune=args.tune)
             out["networks"].append(r)
             Path(args.json).write_text(json.dumps(out, indent=1))
             print(f"\n{name} batch {batch}: netc {r['netc_ms']:.3f} ms, torch {r['torch_ms']:.3f} ms "
                   f"(torch/netc {r['torch_ms'] / r['netc_ms']:.2f}), roofline {r['floor_ms']:.3f} ms, "
                   f"rel err {r['rel_err']:.1e}; compile {r['compile_s']:.1f} s, first run "
                   f"{r['first_run_s']:.1f} s, cache {r['cache']}", flush=True)
+            if args.tune:
+                moved = [t for t in r["tuned"] if t["tile"] != t["default"]]
+                print(f"autotuned tiles: netc {r['tuned_ms']:.3f} ms (default tiles {r['netc_ms']:.3f}), rel err "
+                      f"{r['tuned_rel_err']:.1e}, tuning {r['tune_s']:.1f} s; {len(moved)} of {len(r['tuned'])} "
+                      "GEMM problems off the default tile", flush=True)
+                print(fmt_table(["layers", "default", "ms", "tuned", "ms"],
+                                [[",".join(t["layers"][:2]), t["default"], t["default_ms"] or 0.0, t["tile"], t["ms"] or 0.0]
+                                 for t in moved]), flush=True)
             worst = sorted(r["steps"], key=lambda s: s["ms"] - s["floor_ms"], reverse=True)[:12]
             print(fmt_table(["step", "type", "ms", "roofline ms", "floor/ms"],
                             [[s["step"], s["type"], s["ms"], s["floor_ms"], s["of_floor"] or 0.0] for s in worst]),

@@ -129,14 +129,17 @@ class Network:
         return to_prototxt(self.graph)
 
     def compile(self, target: str = "cpu", weights=None, batch: int | None = None, seed: int = 0,
-                blobs=()) -> "Executable":
+                blobs=(), tune: bool = False) -> "Executable":
         """Generated kernels for `target` ("cpu" or "cuda"); weights: .npz path, {key: array} or
-        None (seeded random). `blobs` names intermediate blobs to keep readable through fusion."""
+        None (seeded random). `blobs` names intermediate blobs to keep readable through fusion.
+        `tune` (cuda): GEMM tiles timed on this GPU and cached per GPU model (runtime/autotune.py)."""
         if target == "cuda":
             from ..runtime.cuda_executor import CudaExecutable
-            return CudaExecutable(self, weights=weights, batch=batch, seed=seed, blobs=blobs)
+            return CudaExecutable(self, weights=weights, batch=batch, seed=seed, blobs=blobs, tune=tune)
         if target != "cpu":
             raise NetcError(f'unknown target "{target}" (use cpu or cuda)')
+        if tune:
+            raise NetcError("tile autotuning is for the CUDA target (target=\"cuda\", --gpu)")
         from ..runtime.executor import Executable
         return Executable(self, weights=weights, batch=batch, seed=seed, blobs=blobs)
 

@@ -45,7 +45,25 @@ def _read_input(args, net) -> np.ndarray | None:
 
 
 def _target(args) -> str:
+    if getattr(args, "tune", False) and not getattr(args, "gpu", False):
+        raise NetcError("--tune times GEMM tiles on the GPU: use it with --gpu")
     return "cuda" if getattr(args, "gpu", False) else "cpu"
+
+
+def _print_tune_report(ex, f) -> None:
+    """What the autotuner chose (runtime/autotune.py): one line per GEMM problem whose tile
+    differs from the default, then a total."""
+    rows = getattr(ex, "tune_report", None)
+    if not rows:
+        return
+    for r in rows:
+        if r["tile"] != r["default"]:
+            gain = f"{r['default_ms'] / r['ms']:.2f}x" if r["ms"] and r["default_ms"] else "-"
+            print(f"autotune: {plain(', '.join(r['layers'][:3]))}{' ...' if len(r['layers']) > 3 else ''}: "
+                  f"tile {r['tile']} instead of {r['default']} ({gain} faster)", file=f)
+    timed = sum(r["measured"] for r in rows)
+    print(f"autotune: {len(rows)} GEMM problem(s), {timed} timed now, {len(rows) - timed} from the cache; "
+          f"{sum(r['tile'] != r['default'] for r in rows)} not on the default tile", file=f)
 
 
 def run_command(args) -> int:
@@ -63,7 +81,9 @@ def run_command(args) -> int:
     elif isinstance(x, list):
         batch = len(x)
     blobs = [b for b in (args.blobs or "").split(",") if b]
-    ex = net.compile(_target(args), weights=args.weights, batch=batch or 1, seed=args.seed, blobs=blobs)
+    ex = net.compile(_target(args), weights=args.weights, batch=batch or 1, seed=args.seed, blobs=blobs,
+                     tune=args.tune)
+    _print_tune_report(ex, sys.stderr)
     if len(ex.required_inputs) != 1 and x is not None:
         raise NetcError(f"this network has {len(ex.required_inputs)} inputs; --input feeds one")
     feeds = {}
@@ -126,10 +146,11 @@ def measure_sgemm(n: int = 2048, reps: int = 3) -> float:
     return 2 * n ** 3 / best / 1e9
 
 
-def bench(net, batch: int = 1, iters: int = 20, weights=None, target: str = "cpu") -> dict:
+def bench(net, batch: int = 1, iters: int = 20, weights=None, target: str = "cpu", tune: bool = False) -> dict:
     """Latency of whole runs (inputs in, outputs back: on the GPU, one synchronization each);
     on the CPU also the fraction of this machine's sgemm speed it reaches."""
-    ex = net.compile(target, weights=weights, batch=batch)
+    ex = net.compile(target, weights=weights, batch=batch, tune=tune)
+    _print_tune_report(ex, sys.stderr)
     feeds = {name: np.random.default_rng(k).standard_normal(ex._view(ex.inputs[name]).shape).astype(np.float32)
              for k, name in enumerate(ex.required_inputs)}
     ex.run(feeds)
@@ -152,6 +173,7 @@ def bench(net, batch: int = 1, iters: int = 20, weights=None, target: str = "cpu
         "target": target, "sgemm_peak_gflops": peak,
         "fraction_of_sgemm_peak": flops / med / 1e9 / peak if peak else None,
         "arena_bytes": ex.arena_bytes, "peak_activation_bytes": ex.peak_bytes,
+        "autotune": getattr(ex, "tune_report", None),
         "slowest": [{"layer": r["name"], "type": r["type"], "ms": r["seconds"] * 1e3,
                      "gflops": r["flops"] / r["seconds"] / 1e9 if r["seconds"] else 0.0,
                      "fused": r["layers"][1:]} for r in sorted(rows, key=lambda r: -r["seconds"])[:10]],
@@ -161,7 +183,8 @@ def bench(net, batch: int = 1, iters: int = 20, weights=None, target: str = "cpu
 def bench_command(args) -> int:
     if args.iters < 1 or args.batch < 1:
         raise NetcError("--iters and --batch must be positive")
-    r = bench(_load(args), args.batch, args.iters, target=_target(args))
+    target = _target(args)
+    r = bench(_load(args), args.batch, args.iters, target=target, tune=args.tune)
     if args.format == "json":
         print(json.dumps(r, indent=2))
         return 0

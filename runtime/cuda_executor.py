@@ -49,21 +49,33 @@ def require_cuda():
     return cuda
 
 
-def cuda_lower(g, weights, buffer_of, keep):
+def cuda_lower(g, weights, buffer_of, keep, tiles=None):
     from ..compiler.codegen.cuda import lower
-    return lower(g, weights, buffer_of, keep)
+    return lower(g, weights, buffer_of, keep, tiles)
 
 
 class CudaExecutable(Executable):
     """`compile_jobs`: processes that compile kernels not yet in numba's cache before the first
     run (kernel_pool.warm_cache; default NETC_COMPILE_JOBS or every core; 1: compile each
-    kernel at its first launch in this process). `compile_report` says what they did."""
+    kernel at its first launch in this process). `compile_report` says what they did.
+    `tune`: GEMM tiles timed on this GPU (runtime/autotune.py, cached per GPU model) instead of
+    cuda_gemm's size rule; `tune_report` lists each GEMM problem's choice and times."""
 
     def __init__(self, net, weights=None, batch: int | None = None, seed: int = 0, blobs=(),
-                 compile_jobs: int | None = None):
+                 compile_jobs: int | None = None, tune: bool = False, log=None):
         cuda = require_cuda()
         self.network = net
-        self.program, ctx = generate(net, batch, weights, seed, blobs, target_lower=cuda_lower)
+        self.tune_report = None
+
+        def lower_tuned(g, w, buffer_of, keep):
+            prog = cuda_lower(g, w, buffer_of, keep)
+            if not tune or not prog.gemm_problems:
+                return prog
+            from .autotune import tune as tune_tiles
+            tiles, self.tune_report = tune_tiles(prog.gemm_problems, compile_jobs, log=log)
+            return cuda_lower(g, w, buffer_of, keep, tiles)
+
+        self.program, ctx = generate(net, batch, weights, seed, blobs, target_lower=lower_tuned)
         self.analysis, self.weights, self.blob_key = ctx["analysis"], ctx["weights"], ctx["blob_key"]
         self.order = ctx["order"]
         g = net.graph

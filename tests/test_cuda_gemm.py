@@ -406,7 +406,7 @@ def test_gpu_bench_network_path_in_the_simulator(tmp_path):
             "def cpu_ms(torch, fn, iters):\n"
             "    t0 = time.perf_counter(); fn(); return (time.perf_counter() - t0) * 1e3\n"
             "gpu.torch_median_ms = cpu_ms\n"
-            "r = gpu.bench_network(cuda, torch, %r, 1, 1, device='cpu')\n"
+            "r = gpu.bench_network(cuda, torch, %r, 1, 1, device='cpu', tune=True)\n"
             "print(json.dumps(r))\n") % (str(BENCH), str(model))
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", NETC_CACHE=str(tmp_path / "cache"))
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600,
@@ -419,6 +419,9 @@ def test_gpu_bench_network_path_in_the_simulator(tmp_path):
     types = [s["type"] for s in out["steps"]]
     assert "Convolution" in types and all(s["floor_ms"] > 0 for s in out["steps"]), out["steps"]
     assert all(len(s["kernels"]) == len(s["grids"]) for s in out["steps"])
+    # --tune: the network again on timed tiles (c1, c2 and fc are GEMM problems), same answer
+    assert sorted(l for t in out["tuned"] for l in t["layers"]) == ["c1", "c2", "fc"]
+    assert out["tuned_rel_err"] < 1e-4 and out["tuned_ms"] is not None and out["tune_s"] > 0
 
 
 def test_gpu_bench_without_a_gpu_exits_with_a_message():

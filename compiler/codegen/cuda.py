@@ -88,6 +88,7 @@ class Program:
     hidden: set = field(default_factory=set)        # nodes whose output was fused away
     unused: set = field(default_factory=set)        # buffer ids no kernel touches
     unstrided: set = field(default_factory=set)     # outputs that could not write a strided concat slice
+    gemm_problems: dict = field(default_factory=dict)   # cuda_gemm problem key -> layers that have it
 
 
 class Lowering:
@@ -100,8 +101,9 @@ class Lowering:
     _io, _nc_s, _outer_axis_inner = CpuLowering._io, CpuLowering._nc_s, CpuLowering._outer_axis_inner
 
     def __init__(self, g: nx.DiGraph, weights: dict, buffer_of: dict, keep: set,
-                 unused: frozenset = frozenset(), no_stride: frozenset = frozenset()):
+                 unused: frozenset = frozenset(), no_stride: frozenset = frozenset(), tiles=None):
         self.g, self.w, self.keep, self.buffer_of = g, weights, keep, buffer_of
+        self.tiles = dict(tiles or {})            # GEMM problem key -> tile (or GEMV): autotuned
         self.no_stride = no_stride                # outputs whose writer cannot stride (an earlier pass)
         self.strided: set = set()                 # outputs written into a strided concat slice
         self.unstrided: set = set()               # strided candidates written to their own buffer
@@ -304,6 +306,11 @@ class Lowering:
         return self.prog
 
     # ---- shared by the layers' lower_cuda (compiler/layers/*.py) --------------------------------
+    def gemm_tile(self, key: str, layer: str):
+        """The tile for GEMM problem `key` (None: cuda_gemm's default); records who has it."""
+        self.prog.gemm_problems.setdefault(key, []).append(layer)
+        return self.tiles.get(key)
+
     def _gemm_launch(self, kind, ks) -> Launch:
         """Register a cuda_gemm kernel generated under the name NAME."""
         return Launch(self.register(kind, ks.source), tuple(ks.grid), tuple(ks.block), int(ks.shared_bytes))
@@ -342,12 +349,14 @@ class Lowering:
         return out[::-1]
 
 
-def lower(g: nx.DiGraph, weights: dict, buffer_of: dict, keep: set = frozenset()) -> Program:
+def lower(g: nx.DiGraph, weights: dict, buffer_of: dict, keep: set = frozenset(), tiles=None) -> Program:
     """Program for an analyzed graph. `buffer_of`: (node, port) -> buffer id (from the plan);
-    `keep`: outputs someone wants to read, which fusion must leave intact."""
-    prog = Lowering(g, weights, buffer_of, set(keep)).run()
+    `keep`: outputs someone wants to read, which fusion must leave intact; `tiles`: GEMM problem
+    key -> tile (runtime/autotune.py), default cuda_gemm.choose_tile's."""
+    prog = Lowering(g, weights, buffer_of, set(keep), tiles=tiles).run()
     if prog.unused or prog.unstrided:
         # producers wrote into concat slices: lay the arena out again without their buffers
         # (and without the concat lifetimes stretched for producers that could not)
-        prog = Lowering(g, weights, buffer_of, set(keep), frozenset(prog.unused), frozenset(prog.unstrided)).run()
+        prog = Lowering(g, weights, buffer_of, set(keep), frozenset(prog.unused), frozenset(prog.unstrided),
+                        tiles).run()
     return prog

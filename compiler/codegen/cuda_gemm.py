@@ -130,12 +130,17 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def fitting_tiles(M: int, N: int) -> list[Tile]:
+    """The tiles not wider than the problem along m and n (rounded up to a power of two, >= 32)."""
+    fits = [t for t in TILES if t.BM <= max(32, 1 << (M - 1).bit_length())
+            and t.BN <= max(32, 1 << (N - 1).bit_length())]
+    return fits or TILES[-1:]
+
+
 def choose_tile(M: int, N: int, groups: int = 1) -> Tile:
     """The largest tile that still gives >= SMS blocks, not wider than the problem; else the one
     with the most blocks (small problems: late ResNet layers, fc at batch 32)."""
-    fits = [t for t in TILES if t.BM <= max(32, 1 << (M - 1).bit_length())
-            and t.BN <= max(32, 1 << (N - 1).bit_length())]
-    fits = fits or TILES[-1:]
+    fits = fitting_tiles(M, N)
     for t in fits:
         if _cdiv(M, t.BM) * _cdiv(N, t.BN) * groups >= SMS:
             return t
@@ -403,6 +408,8 @@ def conv_kernel(name: str, geom: ConvGeometry, x_off: int, w_off: int, b_off: in
         raise NetcError(f"output image stride {ystride} is smaller than one image ({g.CO * g.OH * g.OW})")
     _check_index(x_off + g.N * g.C * g.H * g.W, y_off + g.N * ystride,
                  w_off + g.CO * K, b_off + g.CO)
+    if tile == GEMV:
+        raise NetcError("GEMV is a choice for InnerProduct, not convolution")
     t = check_tile(_as_tile(tile) or choose_tile(M, N, g.G))
     T = t.threads
     a = _DenseLoader("a", _Slots(T, t.KT, t.BM, kfast=False), "P", f"{w_off} + bz * {K * M}", 1, M, M, K, "m0")
@@ -432,10 +439,13 @@ def pack_conv_weights(weight_oihw: np.ndarray, geom: ConvGeometry) -> np.ndarray
 
 def fc_kernel(name: str, R: int, K: int, O: int, x_off: int, w_off: int, b_off: int, y_off: int,
               epilogue: list[str], tile=None) -> KernelSource:
-    """y[R, O] = x[R, K] @ W[O, K].T + b, then `epilogue`. A GEMV kernel for few rows."""
+    """y[R, O] = x[R, K] @ W[O, K].T + b, then `epilogue`. A GEMV kernel for few rows (or when
+    `tile` is GEMV), else the tiled GEMM."""
     _check_index(x_off + R * K, y_off + R * O, w_off + O * K, b_off + O)
     epilogue = _check_epilogue(name, epilogue)
-    if R <= GEMV_MAX_ROWS and tile is None:
+    if tile == GEMV or (R <= GEMV_MAX_ROWS and tile is None):
+        if R > GEMV_MAX_ROWS:
+            raise NetcError(f"the GEMV kernel takes at most {GEMV_MAX_ROWS} rows, not {R}")
         return _gemv_kernel(name, R, K, O, x_off, w_off, b_off, y_off, epilogue)
     t = check_tile(_as_tile(tile) or choose_tile(R, O))
     T = t.threads
@@ -485,6 +495,85 @@ def _gemv_kernel(name, R, K, O, x_off, w_off, b_off, y_off, epilogue) -> KernelS
           *_indent(_epilogue(f"{b_off} + o", f"{y_off} + lane * {O} + o", epilogue), 8)]
     return KernelSource(name, "\n".join(L) + "\n", (_cdiv(O, GEMV_WARPS), 1, 1), (32 * GEMV_WARPS, 1, 1),
                         4 * GEMV_WARPS * R * 33)
+
+
+# ---- GEMM problems and their tile choices (measured per GPU by runtime/autotune.py) ----------------
+# A problem key names one GEMM layer's shape, not its place in a network: layers of the same
+# shape (ResNet's repeated blocks) share a measurement. A choice is a Tile, or GEMV for fc.
+
+GEMV = "gemv"
+
+
+def conv_problem(geom: ConvGeometry) -> str:
+    return "conv " + ",".join(str(getattr(geom, f)) for f in ConvGeometry.__dataclass_fields__)
+
+
+def fc_problem(R: int, K: int, O: int) -> str:
+    return f"fc {R},{K},{O}"
+
+
+def parse_problem(key: str) -> tuple[str, tuple]:
+    """("conv", ConvGeometry) or ("fc", (R, K, O)); NetcError for anything else (keys are also
+    read back from tuning caches on disk)."""
+    kind, _, rest = str(key).partition(" ")
+    nums = rest.split(",")
+    if not all(v.isdigit() for v in nums):
+        raise NetcError(f"bad GEMM problem key {key!r}")
+    vals = [int(v) for v in nums]
+    if kind == "conv" and len(vals) == len(ConvGeometry.__dataclass_fields__):
+        return kind, ConvGeometry(*vals)
+    if kind == "fc" and len(vals) == 3 and min(vals) >= 1:
+        return kind, tuple(vals)
+    raise NetcError(f"bad GEMM problem key {key!r}")
+
+
+def _gemm_shape(key: str) -> tuple[int, int, int]:
+    kind, p = parse_problem(key)
+    if kind == "fc":
+        return p[0], p[2], 1
+    return p.CO // p.G, p.N * p.OH * p.OW, p.G
+
+
+def tile_candidates(key: str) -> list:
+    """Every tile not wider than the problem (the filter choose_tile applies), and GEMV for an
+    fc of few rows: what the autotuner times."""
+    M, N, _ = _gemm_shape(key)
+    kind, p = parse_problem(key)
+    return ([GEMV] if kind == "fc" and p[0] <= GEMV_MAX_ROWS else []) + fitting_tiles(M, N)
+
+
+def default_choice(key: str):
+    kind, p = parse_problem(key)
+    if kind == "fc" and p[0] <= GEMV_MAX_ROWS:
+        return GEMV
+    return choose_tile(*_gemm_shape(key))
+
+
+def choice_text(choice) -> str:
+    return GEMV if choice == GEMV else "x".join(str(v) for v in (choice.BM, choice.BN, choice.BK, choice.TM, choice.TN, choice.SK))
+
+
+def parse_choice(text: str):
+    """Inverse of choice_text, validated (a tuning cache is data from disk)."""
+    if text == GEMV:
+        return GEMV
+    vals = str(text).split("x")
+    if len(vals) != 6 or not all(v.isdigit() for v in vals):
+        raise NetcError(f"bad tile {text!r}")
+    return check_tile(Tile(*(int(v) for v in vals)))
+
+
+def trial_kernel(key: str, name: str, choice) -> tuple[KernelSource, int, int]:
+    """(kernel, arena floats, parameter floats) computing problem `key` with `choice` alone:
+    input at arena offset 0, output after it, weights then bias in P. What the autotuner times."""
+    kind, p = parse_problem(key)
+    if kind == "fc":
+        R, K, O = p
+        ks = fc_kernel(name, R, K, O, 0, 0, O * K, R * K, [], tile=choice)
+        return ks, R * K + R * O, O * K + O
+    g = p
+    x, y, w = g.N * g.C * g.H * g.W, g.N * g.CO * g.OH * g.OW, g.CO * (g.C // g.G) * g.KH * g.KW
+    return conv_kernel(name, g, 0, 0, w, x, [], tile=choice), x + y, w + g.CO
 
 
 def pack_fc_weights(weight_ok: np.ndarray) -> np.ndarray:

@@ -365,7 +365,8 @@ ACTS
                 epilogue += Eltwise.combine(attrs, terms, f32) + merge_acts
                 extra, out = extra + nodes, (nodes[-1], 0)
             y_off, y_stride = lo.out_stride(out)
-            ks = gemm.conv_kernel("NAME", geom, x_off, w_off, b_off, y_off, epilogue, y_image_stride=y_stride)
+            ks = gemm.conv_kernel("NAME", geom, x_off, w_off, b_off, y_off, epilogue, y_image_stride=y_stride,
+                                  tile=lo.gemm_tile(gemm.conv_problem(geom), n))
             return lo.step([n, *extra], [lo._gemm_launch("conv", ks)])
         # depthwise (one input channel per group: no reduction worth a GEMM tile); constant
         # trip counts: the compiler unrolls the window

@@ -109,5 +109,6 @@ ACTS
             wt, b = wt * mul_add[0][:, None], b * mul_add[0] + mul_add[1]
         x_off, y_off, b_off = lo.addr(d["inputs"][0]), lo.addr(out), lo.param(b)
         w_off = lo.param(gemm.pack_fc_weights(wt.astype(np.float32)))
-        ks = gemm.fc_kernel("NAME", R, K, O, x_off, w_off, b_off, y_off, acts)
+        ks = gemm.fc_kernel("NAME", R, K, O, x_off, w_off, b_off, y_off, acts,
+                            tile=lo.gemm_tile(gemm.fc_problem(R, K, O), n))
         return lo.step([n, *extra], [lo._gemm_launch("fc", ks)])
