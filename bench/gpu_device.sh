@@ -9,6 +9,8 @@
 # so the command ends inside the call with time to spare: a machine start takes 1-2 of the
 # session's 15 device minutes, and a second call on the still-warm machine (it stays ~30 s)
 # should fit if the first one shows a fixable problem. Kernels compile in one process per core.
+# Arguments go to bench/gpu.py: a second call such as `bash bench/gpu_device.sh --sgemm 0
+# --batches 32 --models resnet50 --tune` measures autotuned tiles against the default ones.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/netc_gpu_out}
