@@ -46,6 +46,10 @@ CONV_CASES = {
     "default_tile_slice_k4": (1, 4, 6, 7, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, None, True),
     "slice_k4_32x32_batch2": (2, 3, 6, 5, 9, 3, 3, 1, 1, 1, 1, 1, 1, 1, (32, 32, 8, 4, 4, 4), False),
     "slice_k2_ragged_k": (1, 5, 6, 5, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1, (16, 16, 4, 2, 2, 2), False),
+    # k in (kh, kw, c) order (cg.tap_major: the group's channels fill whole k-tiles)
+    "tap_major_groups2_stride2_batch2": (2, 8, 7, 6, 6, 3, 3, 2, 2, 1, 1, 1, 1, 2, SMALL, True),
+    "tap_major_slice_k2_dil_pad_asym": (1, 16, 6, 7, 5, 3, 3, 1, 1, 2, 1, 2, 1, 1, (16, 16, 4, 2, 2, 2), False),
+    "tap_major_pad_h_only_3x2": (1, 4, 5, 6, 3, 3, 2, 1, 1, 1, 0, 1, 1, 1, SMALL, False),
 }
 # name: (R, K, O, tile, relu)
 FC_CASES = {
@@ -97,7 +101,7 @@ def _sim_conv(case) -> dict:
     y_off = x_off + x.size + 3
     arena = np.full(y_off + ny + 5, np.nan, np.float32)
     arena[x_off:x_off + x.size] = x.reshape(-1)
-    wp = cg.pack_conv_weights(w, g)
+    wp = cg.pack_conv_weights(w, g, tile)
     w_off, b_off = 2, 2 + wp.size + 1
     params = np.full(b_off + g.CO + 4, np.nan, np.float32)
     params[w_off:w_off + wp.size], params[b_off:b_off + g.CO] = wp, b
@@ -150,6 +154,9 @@ def sim_results() -> dict:
 
 @pytest.mark.parametrize("case", ["conv/" + c for c in CONV_CASES] + ["fc/" + c for c in FC_CASES])
 def test_simulator_matches_torch(sim_results, case):
+    if case.startswith("conv/tap_major"):     # the case exercises the order it is named for
+        *dims, tile, _ = CONV_CASES[case[5:]]
+        assert cg.tap_major(conv_geometry(*dims), cg.Tile(*tile))
     r = sim_results[case]
     assert r["rel"] < 1e-4, r
     assert r["rest_same"], "the kernel wrote outside its output range"
@@ -288,12 +295,13 @@ def test_k_loop_issues_mostly_ffma_with_128_bit_shared_loads():
     """In machine code (ptxas merges each thread's run of four adjacent shared reads into one
     LDS.128; PTX cannot show it): one FFMA per multiply-add of the unrolled k-step, a quarter as
     many shared loads, all 128-bit, and a floor on the FFMA share of the loop, which bounds the
-    share of FP32 peak (one instruction issued per clock per scheduler). Measured when written:
-    0.78 / 0.72 / 0.62 (scalar shared reads gave 0.68 / 0.60 / 0.50)."""
+    share of FP32 peak (one instruction issued per clock per scheduler). Measured: 0.84 / 0.76 /
+    0.69 with k in (kh, kw, c) order (tap_major); 0.78 / 0.72 / 0.62 in (c, kh, kw) order;
+    scalar shared reads gave 0.68 / 0.60 / 0.50."""
     from netc.compiler.codegen.ptx import main_loop_mix, nvdisasm_path
     assert nvdisasm_path(), "nvdisasm missing: pip install nvidia-cuda-nvdisasm"
     g = conv_geometry(1, 256, 56, 56, 256, 3, 3, 1, 1, 1, 1, 1, 1, 1)    # VGG16 conv3_2
-    for tile, floor in (((128, 128, 8, 8, 8), 0.75), ((128, 64, 8, 8, 4), 0.69), ((64, 64, 8, 4, 4), 0.58)):
+    for tile, floor in (((128, 128, 8, 8, 8), 0.82), ((128, 64, 8, 8, 4), 0.74), ((64, 64, 8, 4, 4), 0.66)):
         t = cg.Tile(*tile)
         mix = main_loop_mix(compile_kernel_ptx(cg.conv_kernel("k", g, 11, 13, 17, 19, RELU, tile=tile).source, "k"))
         assert mix["ffma"] == t.BK * t.TM * t.TN, (tile, mix)
@@ -353,9 +361,17 @@ def test_pack_conv_weights_layout():
     g = conv_geometry(1, 4, 5, 5, 6, 3, 2, 1, 1, 0, 0, 1, 1, 2)
     w = np.arange(6 * 2 * 3 * 2, dtype=np.float32).reshape(6, 2, 3, 2)
     p = cg.pack_conv_weights(w, g).reshape(2, 2 * 3 * 2, 3)               # [G, K, CO/G]
-    assert p[1, 0 * 6 + 2 * 2 + 1, 2] == w[3 + 2, 0, 2, 1]
+    assert p[1, 0 * 6 + 2 * 2 + 1, 2] == w[3 + 2, 0, 2, 1]                 # k = (c, kh, kw)
     with pytest.raises(NetcError):
         cg.pack_conv_weights(w[:, :1], g)
+    # 4 channels per group fill the SMALL tile's 4-row k-tiles: k = (kh, kw, c)
+    g = conv_geometry(1, 8, 5, 5, 6, 3, 2, 1, 1, 0, 0, 1, 1, 2)
+    w = np.arange(6 * 4 * 3 * 2, dtype=np.float32).reshape(6, 4, 3, 2)
+    assert cg.tap_major(g, cg.Tile(*SMALL)) and not cg.tap_major(g, cg.Tile(16, 16, 8, 2, 2))
+    p = cg.pack_conv_weights(w, g, SMALL).reshape(2, 3 * 2 * 4, 3)
+    assert p[1, (2 * 2 + 1) * 4 + 3, 2] == w[3 + 2, 3, 2, 1]
+    assert np.array_equal(cg.pack_conv_weights(w, g, (16, 16, 8, 2, 2)).reshape(2, 24, 3)[1, 3 * 6 + 2 * 2 + 1, 2],
+                          w[5, 3, 2, 1])
 
 
 # ---- bench/gpu.py without a GPU ------------------------------------------------------------------

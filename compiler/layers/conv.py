@@ -354,7 +354,8 @@ ACTS
         CG, OG = C // G, CO // G
         if CG > 1:
             geom = gemm.ConvGeometry(N, C, H, W, CO, OH, OW, KH, KW, SH, SW, PH, PW, DH, DW, G)
-            w_off = lo.param(gemm.pack_conv_weights(wt.astype(np.float32), geom))
+            tile = gemm.conv_tile(geom, lo.gemm_tile(gemm.conv_problem(geom), n))
+            w_off = lo.param(gemm.pack_conv_weights(wt.astype(np.float32), geom, tile))
             merge, epilogue = lo.absorb_merge(out[0], d["inputs"][0]), list(acts)
             if merge is not None:    # the residual add: each output reads its operands' element
                 from ..codegen.cuda_kit import f32
@@ -366,7 +367,7 @@ ACTS
                 extra, out = extra + nodes, (nodes[-1], 0)
             y_off, y_stride = lo.out_stride(out)
             ks = gemm.conv_kernel("NAME", geom, x_off, w_off, b_off, y_off, epilogue, y_image_stride=y_stride,
-                                  tile=lo.gemm_tile(gemm.conv_problem(geom), n))
+                                  tile=tile)
             return lo.step([n, *extra], [lo._gemm_launch("conv", ks)])
         # depthwise (one input channel per group: no reduction worth a GEMM tile); constant
         # trip counts: the compiler unrolls the window
