@@ -22,15 +22,16 @@ from netc.compiler.errors import NetcError
 
 HERE = Path(__file__).resolve()
 
-# a conv whose default tile (the most blocks: 16x16) is not the largest that fits (32x64), an
+# a conv whose default tile (the most blocks: 16x16) is not the largest that fits (32x64), whose
+# k order differs between the two (16 channels fill 32x64's 16-row k-tiles, not 16x16's 32), an
 # fc of 2 rows (default GEMV) and one of 12 rows (axis 2: a tiled GEMM)
-TUNE_NET = inp(2, 3, 5, 7) + "".join([
+TUNE_NET = inp(2, 16, 5, 7) + "".join([
     layer("c", "Convolution", "data", "c", "convolution_param { num_output: 6 kernel_size: 3 pad: 1 }"),
     layer("c_relu", "ReLU", "c", "c"),
     layer("fc", "InnerProduct", "c", "fc", "inner_product_param { num_output: 5 }"),
     layer("rows", "InnerProduct", "c", "rows", "inner_product_param { num_output: 4 axis: 2 }"),
 ])
-CONV_KEY = "conv 2,3,5,7,6,5,7,3,3,1,1,1,1,1,1,1"
+CONV_KEY = "conv 2,16,5,7,6,5,7,3,3,1,1,1,1,1,1,1"
 
 
 def vgg_conv3_2(batch: int) -> gemm.ConvGeometry:
@@ -46,6 +47,8 @@ def test_candidates_are_the_tiles_that_fit_and_include_the_default():
     small = [(t.BM, t.BN, t.SK) for t in gemm.tile_candidates(CONV_KEY)]
     assert small == [(32, 64, 2), (32, 32, 4), (16, 16, 4)]
     assert gemm.default_choice(CONV_KEY) == gemm.choose_tile(6, 70)
+    geom = gemm.parse_problem(CONV_KEY)[1]
+    assert gemm.tap_major(geom, gemm.Tile(32, 64, 8, 4, 4, 2)) and not gemm.tap_major(geom, gemm.default_choice(CONV_KEY))
     assert gemm.tile_candidates("fc 2,105,5")[0] == gemm.GEMV == gemm.default_choice("fc 2,105,5")
     assert gemm.GEMV not in gemm.tile_candidates("fc 12,35,4")
     for key in (CONV_KEY, "fc 2,105,5", "fc 12,35,4", gemm.fc_problem(32, 25088, 4096)):
@@ -70,7 +73,7 @@ def test_keys_and_choices_from_disk_are_parsed_not_trusted():
 def test_trial_kernels_size_their_scratch_by_hand_counts():
     ks, arena, params = gemm.trial_kernel(CONV_KEY, "t0_1", gemm.Tile(32, 32, 8, 4, 4, 4))
     assert "def t0_1(A, P):" in ks.source and ks.block == (256, 1, 1)
-    assert arena == 2 * 3 * 5 * 7 + 2 * 6 * 5 * 7 and params == 6 * 3 * 9 + 6
+    assert arena == 2 * 16 * 5 * 7 + 2 * 6 * 5 * 7 and params == 6 * 16 * 9 + 6
     assert ks.grid == (3, 1, 1)                               # ceil(70 / 32) column tiles
     ks, arena, params = gemm.trial_kernel("fc 2,105,5", "t1_0", gemm.GEMV)
     assert arena == 2 * 105 + 2 * 5 and params == 5 * 105 + 5 and "red = cuda.shared.array" in ks.source
@@ -99,10 +102,12 @@ def test_lowering_records_problems_and_uses_the_given_tiles():
     assert prog.gemm_problems == {CONV_KEY: ["c"], "fc 2,210,5": ["fc"], "fc 12,35,4": ["rows"]}
     launches = {s.layers[0]: s.launches[0] for s in prog.steps}
     assert launches["c"].grid == (5, 1, 1) and launches["fc"].block == (32 * gemm.GEMV_WARPS, 1, 1)
+    assert "tap = int32" not in prog.kernels[launches["c"].kernel]           # k = (c, kh, kw)
     tiles = {CONV_KEY: gemm.Tile(32, 64, 8, 4, 4, 2), "fc 2,210,5": gemm.Tile(16, 16, 8, 2, 2, 4)}
     prog, _ = generate(net, 2, target_lower=partial(cuda_lower, tiles=tiles))
     launches = {s.layers[0]: s.launches[0] for s in prog.steps}
     assert launches["c"].grid == (2, 1, 1) and launches["c"].shared_bytes == tiles[CONV_KEY].shared_bytes
+    assert "tap = int32" in prog.kernels[launches["c"].kernel]               # k = (kh, kw, c)
     assert launches["fc"].grid == (1, 1, 1) and launches["fc"].shared_bytes == tiles["fc 2,210,5"].shared_bytes
 
 
@@ -124,7 +129,7 @@ def simulate() -> dict:
     from test_cuda import rel
     net = loads(TUNE_NET, path="t.prototxt")
     cpu = net.compile(batch=2)
-    feeds = {"data": np.random.default_rng(5).standard_normal((2, 3, 5, 7)).astype(np.float32)}
+    feeds = {"data": np.random.default_rng(5).standard_normal((2, 16, 5, 7)).astype(np.float32)}
     want = cpu.run(feeds)
     calls = []
 

@@ -87,6 +87,20 @@ CONCAT2_NET = inp(2, 3, 6, 7) + "".join([
 ])
 
 
+# k in (kh, kw, c) order (cuda_gemm.tap_major: 32 channels fill the default 16x16 tile's 32-row
+# k-tiles) at batch 2, with a folded BatchNorm/Scale, a fused ReLU and a residual add in the
+# second conv's epilogue
+TAP_NET = inp(2, 32, 5, 6) + "".join([
+    layer("t1", "Convolution", "data", "t1", "convolution_param { num_output: 32 kernel_size: 3 pad: 1 }"),
+    layer("t1_bn", "BatchNorm", "t1", "t1"),
+    layer("t1_sc", "Scale", "t1", "t1", "scale_param { bias_term: true }"),
+    layer("t1_relu", "ReLU", "t1", "t1"),
+    layer("t2", "Convolution", "t1", "t2", "convolution_param { num_output: 32 kernel_h: 3 kernel_w: 1 pad_h: 2 pad_w: 0 dilation: 2 }"),
+    layer("add", "Eltwise", ["t2", "t1"], "add"),
+    layer("add_relu", "ReLU", "add", "add"),
+])
+
+
 def hostile_net() -> str:
     """Layer and blob names from test_errors.HOSTILE on a small conv network."""
     h = [_quote(s) for s in HOSTILE]
@@ -126,6 +140,7 @@ CASES = {
     "concat2": (CONCAT2_NET, 2, False),
     "residual": (RESIDUAL_NET, 2, True),
     "residual_in_place": (IN_PLACE_ADD_NET, 1, False),
+    "tap_major": (TAP_NET, 2, False),
     # the int64 fallback of the non-GEMM kernels (offsets past int32), forced on small networks
     "wide_pool": (POOL_NET, 1, False),
     "wide_point": (POINT_NET, 1, False),
@@ -234,6 +249,11 @@ def test_sim_softmax_rows_per_block():
     r = check_case("softmax")
     assert r["source"].count("cuda.syncthreads()") >= 4 and "k_softmaxrow_" in r["source"]
     assert "k_softmax_" in r["source"]
+
+
+def test_sim_tap_major_convolutions_with_fold_and_residual():
+    r = check_case("tap_major")
+    assert r["source"].count("tap = int32") >= 2, "the case no longer exercises the (kh, kw, c) order"
 
 
 def test_sim_int64_index_fallback():
