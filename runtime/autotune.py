@@ -72,9 +72,10 @@ def load_cache(path: Path, stamp: str) -> dict:
         try:
             gemm.parse_problem(key)
             gemm.parse_choice(entry["choice"])
-        except (NetcError, KeyError, TypeError):
+            ms = {str(c): float(v) for c, v in entry["ms"].items()}
+        except (NetcError, KeyError, TypeError, AttributeError, ValueError):
             continue
-        out[key] = entry
+        out[key] = {"choice": entry["choice"], "ms": ms}
     return out
 
 

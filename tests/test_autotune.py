@@ -85,7 +85,8 @@ def test_cache_is_keyed_by_generator_and_drops_bad_entries(tmp_path, monkeypatch
     path = autotune.cache_path("NVIDIA H100 80GB HBM3/../../evil", "sm_90")
     assert path.parent == tmp_path / "autotune" and path.name == "NVIDIA-H100-80GB-HBM3-..-..-evil_sm_90.json"
     good = {"choice": "32x32x8x4x4x4", "ms": {"32x32x8x4x4x4": 1.0, "16x16x8x2x2x4": 2.0}}
-    autotune.save_cache(path, "stamp1", "H100", {CONV_KEY: good, "fc 1,2": good, "fc 2,3,4": {"choice": "9x9"}})
+    autotune.save_cache(path, "stamp1", "H100", {CONV_KEY: good, "fc 1,2": good, "fc 2,3,4": {"choice": "9x9"},
+                                                 "fc 2,3,5": {"choice": "gemv", "ms": "fast"}})
     assert autotune.load_cache(path, "stamp1") == {CONV_KEY: good}
     assert autotune.load_cache(path, "stamp2") == {}           # another generator: time again
     path.write_text("{not json")
