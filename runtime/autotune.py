@@ -126,26 +126,27 @@ def tune(problems, jobs: int | None = None, timer=None, log=None) -> tuple[dict,
     entries = load_cache(path, stamp)
     todo = [k for k in layers if k not in entries]
     if todo:
-        trials = [(k, c, *gemm.trial_kernel(k, f"t{n}_{j}", c))
-                  for n, k in enumerate(todo) for j, c in enumerate(gemm.tile_candidates(k))]
-        source = gemm.KERNEL_HEADER + "\n" + "\n\n".join(ks.source for _, _, ks, _, _ in trials)
+        # problem -> [(choice, kernel, arena floats, param floats)]
+        trials = {k: [(c, *gemm.trial_kernel(k, f"t{n}_{j}", c)) for j, c in enumerate(gemm.tile_candidates(k))]
+                  for n, k in enumerate(todo)}
+        kernels = {ks.name: ks.source for runs in trials.values() for _, ks, _, _ in runs}
+        source = gemm.KERNEL_HEADER + "\n" + "\n\n".join(kernels.values())
         module = load_module(source, target="cuda")
         t0 = time.perf_counter()
         if not simulator():
-            warm_cache(source, {ks.name: ks.source for _, _, ks, _, _ in trials}, jobs)
+            warm_cache(source, kernels, jobs)
         if log:
-            log(f"autotune: {len(trials)} candidate kernels for {len(todo)} GEMM problem(s) compiled "
+            log(f"autotune: {len(kernels)} candidate kernels for {len(todo)} GEMM problem(s) compiled "
                 f"in {time.perf_counter() - t0:.1f} s")
         stream = cuda.stream()
         rng = np.random.default_rng(0)
-        arena = cuda.to_device(rng.standard_normal(max(t[3] for t in trials), np.float32), stream=stream)
-        params = cuda.to_device(0.05 * rng.standard_normal(max(t[4] for t in trials), np.float32), stream=stream)
+        sizes = [(a, p) for runs in trials.values() for _, _, a, p in runs]
+        arena = cuda.to_device(rng.standard_normal(max(a for a, _ in sizes), np.float32), stream=stream)
+        params = cuda.to_device(0.05 * rng.standard_normal(max(p for _, p in sizes), np.float32), stream=stream)
         time_one = timer or event_timer(cuda, stream)
-        for key in todo:
+        for key, runs in trials.items():
             ms = {}
-            for k, choice, ks, _, _ in trials:
-                if k != key:
-                    continue
+            for choice, ks, _, _ in runs:
                 launch = getattr(module, ks.name)[ks.grid, ks.block, stream]
                 text = gemm.choice_text(choice)
                 try:

@@ -45,8 +45,11 @@ def _read_input(args, net) -> np.ndarray | None:
 
 
 def _target(args) -> str:
-    if getattr(args, "tune", False) and not getattr(args, "gpu", False):
-        raise NetcError("--tune times GEMM tiles on the GPU: use it with --gpu")
+    if getattr(args, "tune", False):
+        if not getattr(args, "gpu", False):
+            raise NetcError("--tune times GEMM tiles on the GPU: use it with --gpu")
+        print("autotune: timing the GEMM layers' tiles on this GPU (compiled and timed once per GPU model "
+              "and layer shape, then read from the cache)", file=sys.stderr)
     return "cuda" if getattr(args, "gpu", False) else "cpu"
 
 
