@@ -45,6 +45,8 @@ def _read_input(args, net) -> np.ndarray | None:
 
 
 def _target(args) -> str:
+    """"cuda" with --gpu, else "cpu"; refuses --tune without --gpu and, with it, says up front
+    that compiling waits on timing (the first tuning on a GPU takes a while)."""
     if getattr(args, "tune", False):
         if not getattr(args, "gpu", False):
             raise NetcError("--tune times GEMM tiles on the GPU: use it with --gpu")
