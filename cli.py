@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", default="sm_90", help="cuda: GPU architecture of the PTX (sm_80, sm_90, ...)")
     p.add_argument("-j", "--jobs", type=int, default=None,
                    help="cuda: processes compiling kernels (default: NETC_COMPILE_JOBS or every core)")
+    p.add_argument("--tiles", default=None,
+                   help="cuda: GEMM tiles from a tuning cache that --tune wrote on a GPU (~/.cache/netc/autotune/*.json)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("-o", "--output", required=True)
 

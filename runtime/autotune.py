@@ -67,16 +67,33 @@ def load_cache(path: Path, stamp: str) -> dict:
         return {}
     if not isinstance(data, dict) or data.get("generator") != stamp or not isinstance(data.get("problems"), dict):
         return {}
+    return _valid_entries(data["problems"])
+
+
+def _valid_entries(problems: dict) -> dict:
     out = {}
-    for key, entry in data["problems"].items():
+    for key, entry in problems.items():
         try:
-            gemm.parse_problem(key)
-            gemm.parse_choice(entry["choice"])
+            if gemm.parse_choice(entry["choice"]) not in gemm.tile_candidates(key):
+                continue        # not a tile this version would try for the problem
             ms = {str(c): float(v) for c, v in entry["ms"].items()}
         except (NetcError, KeyError, TypeError, AttributeError, ValueError):
             continue
         out[key] = {"choice": entry["choice"], "ms": ms}
     return out
+
+
+def tiles_from_file(path: Path) -> tuple[str, dict, bool]:
+    """(GPU name, problem key -> tile or GEMV, whether another kernel generator timed them) from
+    a tuning cache copied from a GPU machine: `netc build --target cuda --tiles FILE`."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise NetcError(f"cannot read tuning file {path}: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("problems"), dict):
+        raise NetcError(f"{path} is not a netc tuning cache (what --tune writes under ~/.cache/netc/autotune/)")
+    tiles = {k: gemm.parse_choice(e["choice"]) for k, e in _valid_entries(data["problems"]).items()}
+    return str(data.get("device", "?")), tiles, data.get("generator") != generator_stamp()
 
 
 def save_cache(path: Path, stamp: str, device: str, entries: dict) -> None:

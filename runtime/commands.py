@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -213,6 +214,8 @@ def bench_command(args) -> int:
 def build_command(args) -> int:
     if args.target == "cuda":
         return build_cuda(args)
+    if args.tiles:
+        raise NetcError("--tiles chooses GEMM tiles of the CUDA target: use it with --target cuda")
     from ..compiler.codegen.cpu import Namespace
     from .executor import generate
     net = _load(args)
@@ -250,7 +253,8 @@ def build_cuda(args) -> int:
     DIR/manifest.json: per step its layers and launches, per kernel its PTX file and, when
     ptxas is installed, registers / shared memory / spills from `ptxas -v` (and with nvdisasm the
     main loop's instruction mix: ptx.main_loop_mix). Kernels compile in
-    --jobs processes (NVVM takes seconds per GEMM kernel)."""
+    --jobs processes (NVVM takes seconds per GEMM kernel). --tiles: the GEMM tiles a `--tune` run
+    chose on a GPU (its cache file), for a build made without that GPU."""
     import re
     from ..compiler.codegen.cpu import Namespace
     from ..compiler.codegen.ptx import nvdisasm_path, ptxas_path
@@ -265,7 +269,20 @@ def build_cuda(args) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise NetcError(f"--jobs {args.jobs}: expected at least 1")
     net = _load(args)
-    prog, _ = generate(net, batch=args.batch, target_lower=cuda_lower)
+    tiles, tuned = None, None
+    if args.tiles:
+        from .autotune import tiles_from_file
+        device, tiles, stale = tiles_from_file(args.tiles)
+        tuned = {"file": str(args.tiles), "device": device, "stale": stale}
+        if stale:
+            print(f"warning: {args.tiles} was tuned with another version of the kernel generator; "
+                  "its tiles still apply, its timings may not", file=sys.stderr)
+    prog, _ = generate(net, batch=args.batch, target_lower=partial(cuda_lower, tiles=tiles))
+    if tuned is not None:
+        tuned["layers_tuned"] = sum(len(v) for k, v in prog.gemm_problems.items() if k in tiles)
+        tuned["gemm_layers"] = sum(len(v) for v in prog.gemm_problems.values())
+        print(f"tiles from {args.tiles} ({plain(tuned['device'])}): {tuned['layers_tuned']} of "
+              f"{tuned['gemm_layers']} GEMM layers tuned, the rest on the default tile", file=sys.stderr)
     out = Path(args.output)
     (out / "ptx").mkdir(parents=True, exist_ok=True)
     path = out / (Namespace().create("net_", net.name or "model") + ".py")
@@ -283,7 +300,7 @@ def build_cuda(args) -> int:
     share = _ffma_share(net.graph, prog.steps, kernels)
     manifest = {"network": net.name, "batch": args.batch, "arch": args.arch, "module": path.name,
                 "arena_bytes": prog.arena * 4, "param_bytes": int(prog.params.nbytes),
-                "ptxas": has_ptxas, "gemm_ffma_share": share, "kernels": kernels, "steps": steps}
+                "ptxas": has_ptxas, "gemm_ffma_share": share, "tiles": tuned, "kernels": kernels, "steps": steps}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     spills = sum(k["ptxas"]["spill_stores"] + k["ptxas"]["spill_loads"] for k in kernels.values() if "ptxas" in k)
     print(f"wrote {path}, {len(kernels)} PTX files ({args.arch}) and manifest.json: "

@@ -86,7 +86,8 @@ def test_cache_is_keyed_by_generator_and_drops_bad_entries(tmp_path, monkeypatch
     assert path.parent == tmp_path / "autotune" and path.name == "NVIDIA-H100-80GB-HBM3-..-..-evil_sm_90.json"
     good = {"choice": "32x32x8x4x4x4", "ms": {"32x32x8x4x4x4": 1.0, "16x16x8x2x2x4": 2.0}}
     autotune.save_cache(path, "stamp1", "H100", {CONV_KEY: good, "fc 1,2": good, "fc 2,3,4": {"choice": "9x9"},
-                                                 "fc 2,3,5": {"choice": "gemv", "ms": "fast"}})
+                                                 "fc 2,3,5": {"choice": "gemv", "ms": "fast"},
+                                                 "fc 2,3,6": {"choice": "128x128x8x8x8x1", "ms": {}}})
     assert autotune.load_cache(path, "stamp1") == {CONV_KEY: good}
     assert autotune.load_cache(path, "stamp2") == {}           # another generator: time again
     path.write_text("{not json")
@@ -120,6 +121,36 @@ def test_tune_needs_the_gpu_target(tmp_path):
     model = tmp_path / "t.prototxt"
     model.write_text(TUNE_NET, encoding="utf-8")
     assert main(["run", str(model), "--tune"]) == 2
+
+
+def test_build_takes_tiles_tuned_on_another_machine(tmp_path, monkeypatch):
+    """`netc build --target cuda --tiles FILE`: a tuning cache copied from a GPU host sets the
+    tiles (and so the k order and the grid) of the layers it knows; others keep the default."""
+    from netc.cli import main
+    from netc.runtime import autotune
+    monkeypatch.chdir(tmp_path)
+    model = tmp_path / "t.prototxt"
+    model.write_text(TUNE_NET, encoding="utf-8")
+    cache = tmp_path / "NVIDIA-H100_sm_90.json"
+    autotune.save_cache(cache, autotune.generator_stamp(), "NVIDIA H100",
+                        {CONV_KEY: {"choice": "32x64x8x4x4x2", "ms": {"32x64x8x4x4x2": 0.1}},
+                         "fc 99,1,1": {"choice": "gemv", "ms": {"gemv": 0.1}}})
+    assert main(["build", str(model), "--target", "cuda", "--tiles", str(cache), "--batch", "2", "-o", "out",
+                 "-j", "1"]) == 0
+    man = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert man["tiles"] == {"file": str(cache), "device": "NVIDIA H100", "stale": False, "layers_tuned": 1, "gemm_layers": 3}
+    conv = next(s for s in man["steps"] if s["layers"][0] == "c")["launches"][0]
+    assert conv["grid"] == [2, 1, 1] and conv["shared_bytes"] == gemm.Tile(32, 64, 8, 4, 4, 2).shared_bytes
+    module = (tmp_path / "out" / man["module"]).read_text()
+    assert "tap = int32" in module                                      # 32x64's k order
+    old = {CONV_KEY: {"choice": "32x32x8x4x4x4", "ms": {}}, "fc 2,210,5": {"choice": "128x128x8x8x8x1", "ms": {}},
+           "fc 12,35,4": {"choice": "gemv", "ms": {}}}          # the last two: tiles never tried for them
+    autotune.save_cache(tmp_path / "old.json", "another-generator", "NVIDIA H100", old)
+    assert autotune.tiles_from_file(tmp_path / "old.json") == ("NVIDIA H100", {CONV_KEY: gemm.Tile(32, 32, 8, 4, 4, 4)}, True)
+    assert main(["build", str(model), "--tiles", str(cache), "-o", "cpu_out"]) == 2
+    (tmp_path / "junk.json").write_text("[1, 2]")
+    assert main(["build", str(model), "--target", "cuda", "--tiles", "junk.json", "-o", "out"]) == 2
+    assert main(["build", str(model), "--target", "cuda", "--tiles", "missing.json", "-o", "out"]) == 2
 
 
 def simulate() -> dict:
