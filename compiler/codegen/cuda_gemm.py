@@ -606,10 +606,12 @@ def tile_candidates(key: str) -> list:
 
 
 def default_choice(key: str):
+    """What conv_kernel / fc_kernel pick when given no tile."""
     kind, p = parse_problem(key)
-    if kind == "fc" and p[0] <= GEMV_MAX_ROWS:
-        return GEMV
-    return choose_tile(*_gemm_shape(key))
+    if kind == "conv":
+        return conv_tile(p)
+    R, _, O = p
+    return GEMV if R <= GEMV_MAX_ROWS else choose_tile(R, O)
 
 
 def choice_text(choice) -> str:
