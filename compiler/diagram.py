@@ -184,29 +184,11 @@ def build_view(g: nx.DiGraph, collapse=None) -> View:
 
 # ---- DOT text ---------------------------------------------------------------------------------
 def _brief(d: dict) -> str:
-    """The few parameters that identify a layer at a glance (Netscope-like)."""
-    a, t = d["attrs"], d["type"]
+    """The layer's own one-glance label (`Layer.brief`); "" for attrs it cannot read."""
     try:
-        if t in ("Convolution", "ConvolutionDepthwise", "Deconvolution"):
-            k, s = a["kernel"], a["stride"]
-            out = f"{k[0]}x{k[1]}"
-            out += "" if s == (1, 1) else f"/{s[0]}" if s[0] == s[1] else f"/{s[0]}x{s[1]}"
-            out += f" \u00d7{a['num_output']}"
-            if a.get("group", 1) != 1:
-                out += f" g{a['group']}"
-            return out
-        if t == "Pooling":
-            if a["global_pooling"]:
-                return f"global {a['pool']}"
-            k, s = a["kernel"], a["stride"]
-            return f"{a['pool']} {k[0]}x{k[1]}" + (f"/{s[0]}" if s[0] != 1 else "")
-        if t == "InnerProduct":
-            return f"\u00d7{a['num_output']}"
-        if t == "Eltwise":
-            return a["operation"]
+        return REGISTRY[d["type"]].brief(d["attrs"])
     except (KeyError, TypeError, IndexError):
         return ""
-    return ""
 
 
 def _has_costs(g, n) -> bool:

@@ -8,8 +8,6 @@ in a test by running the ones before it. Integers stay Python ints, so absurd si
 from __future__ import annotations
 
 from fractions import Fraction
-from math import ceil
-
 import networkx as nx
 
 from .errors import NetcError, SoftShapeError
@@ -121,31 +119,18 @@ def plan_memory(g: nx.DiGraph, dtype: str = "float32") -> dict:
 
 def receptive_fields(g: nx.DiGraph) -> None:
     """Receptive field (size) and jump (effective stride) per output, per spatial axis, in input
-    pixels. Pointwise layers pass them through; merges take the largest; Deconvolution divides
-    the jump by its stride (so it may be fractional)."""
+    pixels: merges take the largest of their inputs, then each layer applies its rule
+    (`Layer.receptive`; a layer with a declared output shape passes them through)."""
     for n in g.nodes:
         d = g.nodes[n]
-        layer = REGISTRY[d["type"]]
         srcs = [g.nodes[s]["rf"] for s, _ in d["inputs"]]
         if not srcs:
             d["rf"] = ((1, Fraction(1)), (1, Fraction(1)))
             continue
-        r = [max(s[ax][0] for s in srcs) for ax in (0, 1)]
-        j = [max(s[ax][1] for s in srcs) for ax in (0, 1)]
-        ins = d["in_shapes"]
-        if d["type"] == "Deconvolution":
-            a = d["attrs"]
-            for ax in (0, 1):
-                extent = a["dilation"][ax] * (a["kernel"][ax] - 1) + 1
-                r[ax] = r[ax] + (ceil(extent / a["stride"][ax]) - 1) * j[ax]
-                j[ax] = j[ax] / a["stride"][ax]
-        else:
-            win = layer.window(ins, d["attrs"]) if not d["declared"] else None
-            if win:
-                for ax, (k, s, _) in enumerate(win):
-                    r[ax] = r[ax] + (k - 1) * j[ax]
-                    j[ax] = j[ax] * s
-        d["rf"] = ((r[0], Fraction(j[0])), (r[1], Fraction(j[1])))
+        rf = [(max(s[ax][0] for s in srcs), max(s[ax][1] for s in srcs)) for ax in (0, 1)]
+        if not d["declared"]:
+            rf = REGISTRY[d["type"]].receptive(rf, d["in_shapes"], d["attrs"])
+        d["rf"] = tuple((r, Fraction(j)) for r, j in rf)
 
 
 PIPELINE = (infer_shapes, count_costs, plan_memory, receptive_fields)

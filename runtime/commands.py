@@ -216,7 +216,7 @@ def build_command(args) -> int:
         return build_cuda(args)
     if args.tiles:
         raise NetcError("--tiles chooses GEMM tiles of the CUDA target: use it with --target cuda")
-    from ..compiler.codegen.cpu import Namespace
+    from ..compiler.codegen.lowering import Namespace
     from .executor import generate
     net = _load(args)
     prog, _ = generate(net, batch=args.batch)
@@ -256,7 +256,7 @@ def build_cuda(args) -> int:
     --jobs processes (NVVM takes seconds per GEMM kernel). --tiles: the GEMM tiles a `--tune` run
     chose on a GPU (its cache file), for a build made without that GPU."""
     import re
-    from ..compiler.codegen.cpu import Namespace
+    from ..compiler.codegen.lowering import Namespace
     from ..compiler.codegen.ptx import nvdisasm_path, ptxas_path
     from .cuda_executor import cuda_lower, numba_cuda
     from .kernel_pool import compile_ptx_many

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from ..compiler.codegen import modules
-from ..compiler.codegen.cpu import SOURCES, lower
+from ..compiler.codegen.cpu import lower
 from ..compiler.errors import NetcError, SoftShapeError
 from ..compiler.layers import REGISTRY
 from ..compiler.layers.base import fmt_shape
@@ -106,10 +106,11 @@ class Executable:
         that are materialized), for both targets."""
         self.types = {n: g.nodes[n]["type"] for n in self.order}
         self.flops = {n: g.nodes[n]["ops"].flops for n in self.order}
-        self.inputs = {g.nodes[n]["tops"][p]: (n, p) for n in self.order if g.nodes[n]["type"] in SOURCES
+        layer = {n: REGISTRY[self.types[n]] for n in self.order}
+        self.inputs = {g.nodes[n]["tops"][p]: (n, p) for n in self.order if layer[n].source
                        for p in range(len(g.nodes[n]["tops"]))}
-        read = {src for n in self.order if self.types[n] != "Implicit" for src in g.nodes[n]["inputs"]}
-        self.outputs = [g.nodes[n]["tops"][p] for n in self.order if self.types[n] not in SOURCES
+        read = {src for n in self.order if not layer[n].sink for src in g.nodes[n]["inputs"]}
+        self.outputs = [g.nodes[n]["tops"][p] for n in self.order if not layer[n].source
                         for p in range(len(g.nodes[n]["shapes"])) if (n, p) not in read]
         self.outputs = [o for o in self.outputs if self.blob_key[o][0] not in self.program.hidden]
 
@@ -125,8 +126,7 @@ class Executable:
     @property
     def required_inputs(self) -> list[str]:
         """Inputs a caller must feed: a Data layer's label top is optional (zeros)."""
-        return [b for b, (n, p) in self.inputs.items() if p == 0 or self.types[n] == "Input"
-                or self.types[n] == "DummyData"]
+        return [b for b, (n, p) in self.inputs.items() if REGISTRY[self.types[n]].feeds(p)]
 
     def _feed(self, feeds: dict) -> None:
         for name, arr in feeds.items():

@@ -1,15 +1,14 @@
 """Source-text helpers for CPU kernel templates (numba), shared by the layers' `lower_cpu`
-(compiler/layers/*.py) and the CPU Lowering (compiler/codegen/cpu.py).
+(compiler/layers/*.py) and the CPU Lowering (compiler/codegen/cpu.py): float32 constants, the
+CPU dialect, Winograd transforms.
 
-Kept apart from cpu.py so layer modules can use them without importing the Lowering, and it must
-never import compiler.layers (cpu.py does; the layers import this inside their methods)."""
+The kit of the CPU target: layer modules import it (inside their methods, so analysis never
+loads it), never cpu.py; it never imports compiler.layers."""
 from __future__ import annotations
 
-import numpy as np
 
 from ..errors import NetcError
-from . import pointwise
-from .pointwise import Dialect
+from .dialect import Dialect
 
 
 def f32(x: float) -> str:
@@ -26,12 +25,6 @@ def i(x) -> str:
 
 
 CPU = Dialect(f32, "Z", "ONE", "np", "v ** {p}")
-
-
-def act_lines(d: dict) -> list[str] | None:
-    """Pointwise layer as statements on a float32 local `v` (codegen/pointwise.py); None if
-    it is not one."""
-    return pointwise.act_lines(d, CPU)
 
 
 # Winograd F(4x4, 3x3): interpolation points (plus infinity). Lavin's 0, +-1, +-2 keep the
@@ -103,25 +96,3 @@ def lincomb(coeffs, names) -> str:
         return "Z"
     head = terms[0][2:] if terms[0][0] == "+" else "-" + terms[0][2:]
     return " ".join([head] + terms[1:])
-
-
-def affine_of(g, n, w) -> tuple[np.ndarray, np.ndarray] | None:
-    """Per-channel (multiplier, offset) of a BatchNorm/Scale/Bias that reads only parameters."""
-    d = g.nodes[n]
-    if len(d["inputs"]) != 1:
-        return None
-    t, a, c = d["type"], d["attrs"], d["in_shapes"][0][1]
-    one, zero = np.ones(c), np.zeros(c)
-    if t == "BatchNorm":
-        f = w.get(f"{n}.moving_average_factor", np.ones(1))[0]
-        f = 1.0 / f if f != 0 else 1.0
-        mul = 1.0 / np.sqrt(w[f"{n}.var"].astype(np.float64) * f + a["eps"])
-        add = -w[f"{n}.mean"].astype(np.float64) * f * mul
-        if a["affine"]:
-            mul, add = mul * w[f"{n}.weight"], add * w[f"{n}.weight"] + w[f"{n}.bias"]
-        return mul, add
-    if t == "Scale":
-        return w[f"{n}.weight"].astype(np.float64), (w[f"{n}.bias"] if a["bias_term"] else zero)
-    if t == "Bias":
-        return one, w[f"{n}.bias"].astype(np.float64)
-    return None

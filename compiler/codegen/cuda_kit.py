@@ -1,16 +1,28 @@
 """Source-text helpers for CUDA kernel templates (numba-cuda): float32 constants, activation
 lines and int32/uint32 index math, shared by the layers' `lower_cuda` (compiler/layers/*.py) and
-the CUDA Lowering (compiler/codegen/cuda.py).
+the CUDA Lowering (compiler/codegen/cuda.py), and the constants and launch record both use.
 
-Kept apart from cuda.py so layer modules can use them without importing the Lowering, and it
-must never import compiler.layers."""
+The kit of the CUDA target: layer modules import it (inside their methods), never cuda.py; it
+never imports compiler.layers."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from ..errors import NetcError
-from . import pointwise
-from .pointwise import Dialect
+from .dialect import Dialect
+
+BLOCK = 256                   # threads per block of the one-thread-per-output kernels
+SOFTMAX_BLOCK_MIN = 128       # axis length from which a softmax row gets a block of its own
+
+
+@dataclass
+class Launch:
+    """One kernel launch of a step: kernel[grid, block, stream, shared_bytes](A, P)."""
+    kernel: str
+    grid: tuple
+    block: tuple
+    shared_bytes: int = 0
 
 
 def f32(x: float) -> str:
@@ -30,12 +42,6 @@ ZERO, ONE = "float32(0.0)", "float32(1.0)"
 
 
 CUDA = Dialect(f32, ZERO, ONE, "math", "math.pow(v, {p})")
-
-
-def act_lines(d: dict) -> list[str] | None:
-    """Pointwise layer as statements on a float32 local `v` (codegen/pointwise.py); None if
-    it is not one."""
-    return pointwise.act_lines(d, CUDA)
 
 
 # Index math. numba types Python ints and cuda.grid(1) as int64: signed 64-bit index math costs

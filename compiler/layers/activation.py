@@ -1,7 +1,9 @@
 """Pointwise layers: same shape out as in, may run in place, a few ops per element.
 
-Their kernels (`lower_cpu`, `lower_cuda`) are one shared loop over `act_lines`, which the
-producers' epilogues reuse when an activation is fused; PReLU reads a per-channel slope.
+Each says what it computes once, as statements on a float32 local `v` in a target's dialect
+(`activation`); the kernels (`lower_cpu`, `lower_cuda`) are one shared loop over them, and the
+producers' epilogues run the same statements when an activation is fused. PReLU reads a
+per-channel slope, so it has kernels of its own and does not fuse.
 """
 from __future__ import annotations
 
@@ -22,10 +24,10 @@ class _Pointwise(Layer):
         return self.per_element
 
     def lower_cpu(self, lo, n):
-        from ..codegen.cpu_kit import act_lines, i
+        from ..codegen.cpu_kit import i
         d = lo.g.nodes[n]
         extra, _, acts = lo.absorb(n, fold=False)
-        acts = act_lines(d) + acts
+        acts = lo.act_lines(n) + acts
         out = (extra or [n])[-1]
         size = numel(d["shapes"][0])
         x, y = lo.view(d["inputs"][0], (size,)), lo.view((out, 0), (size,))
@@ -45,10 +47,10 @@ ACTS
         return [n, *extra]
 
     def lower_cuda(self, lo, n):
-        from ..codegen.cuda_kit import act_lines, i, ux
+        from ..codegen.cuda_kit import i, ux
         d = lo.g.nodes[n]
         extra, _, acts, out = lo.fused(n, fold=False)
-        acts = act_lines(d) + acts
+        acts = lo.act_lines(n) + acts
         size = numel(d["shapes"][0])
         x_off, y_at = lo.addr(d["inputs"][0]), lo.out_at(out)
         if not acts and ux(i(x_off), "i") == y_at:
@@ -68,6 +70,13 @@ class ReLU(_Pointwise):
     def element_ops(self, a):
         return Ops(comp=1, mul=1 if a["negative_slope"] else 0)
 
+    def activation(self, a, k):
+        s = a["negative_slope"]
+        return [f"v = v if v > {k.zero} else {k.zero}"] if s == 0 else [f"v = v if v > {k.zero} else v * {k.f32(s)}"]
+
+    def reference(self, torch, xs, a, p, node):
+        return [torch.nn.functional.leaky_relu(xs[0], a["negative_slope"])]
+
 
 @register
 class PReLU(_Pointwise):
@@ -80,11 +89,14 @@ class PReLU(_Pointwise):
     def param_shapes(self, ins, a):
         return {"weight": (1,) if a["channel_shared"] else (ins[0][1],)}
 
+    def reference(self, torch, xs, a, p, node):
+        return [torch.nn.functional.prelu(xs[0], p("weight"))]
+
     def lower_cpu(self, lo, n):
         import numpy as np
         from ..codegen.cpu_kit import i
-        d, a, xs, _ = lo._io(n)
-        N, C, S = lo._nc_s(xs)
+        d, a, xs, _ = lo.io(n)
+        N, C, S = lo.nc_s(xs)
         wv = lo.w[f"{n}.weight"]
         w = lo.param(np.broadcast_to(wv, (C,)))
         extra, _, acts = lo.absorb(n, fold=False)
@@ -108,9 +120,9 @@ ACTS
     def lower_cuda(self, lo, n):
         import numpy as np
         from ..codegen.cuda_kit import ZERO, i, split_index, ux
-        d, a, xs, _ = lo._io(n)
-        N, C, S = lo._nc_s(xs)
-        w_off = lo.param(np.broadcast_to(lo.w[f"{n}.weight"], (C,)))
+        d, a, xs, _ = lo.io(n)
+        N, C, S = lo.nc_s(xs)
+        w_off = lo.param_offset(np.broadcast_to(lo.w[f"{n}.weight"], (C,)))
         extra, _, acts, out = lo.fused(n, fold=False)
         x_off = lo.addr(d["inputs"][0])
         body = "\n".join(split_index("i", [("_", N), ("c", C), ("_", S)]) + [
@@ -127,6 +139,12 @@ class ELU(_Pointwise):
     short = "elu"
     per_element = Ops(comp=1, exp=1, add=1, mul=1)
 
+    def activation(self, a, k):
+        return [f"v = v if v > {k.zero} else {k.f32(a['alpha'])} * ({k.math}.exp(v) - {k.one})"]
+
+    def reference(self, torch, xs, a, p, node):
+        return [torch.nn.functional.elu(xs[0], a["alpha"])]
+
 
 @register
 class Sigmoid(_Pointwise):
@@ -135,6 +153,12 @@ class Sigmoid(_Pointwise):
     messages = ("sigmoid_param",)
     short = "sigmoid"
     per_element = Ops(exp=1, add=1, div=1)
+
+    def activation(self, a, k):
+        return [f"v = {k.one} / ({k.one} + {k.math}.exp(-v))"]
+
+    def reference(self, torch, xs, a, p, node):
+        return [torch.sigmoid(xs[0])]
 
 
 @register
@@ -145,6 +169,12 @@ class TanH(_Pointwise):
     short = "tanh"
     per_element = Ops(exp=2, add=2, div=1)
 
+    def activation(self, a, k):
+        return [f"v = {k.math}.tanh(v)"]
+
+    def reference(self, torch, xs, a, p, node):
+        return [torch.tanh(xs[0])]
+
 
 @register
 class AbsVal(_Pointwise):
@@ -153,12 +183,25 @@ class AbsVal(_Pointwise):
     short = "abs"
     per_element = Ops(comp=1)
 
+    def activation(self, a, k):
+        return ["v = abs(v)"]
+
+    def reference(self, torch, xs, a, p, node):
+        return [xs[0].abs()]
+
 
 @register
 class BNLL(_Pointwise):
     type = "BNLL"
     short = "bnll"
     per_element = Ops(exp=2, add=1)
+
+    def activation(self, a, k):
+        m, z = k.math, k.zero
+        return [f"v = v + {m}.log1p({m}.exp(-v)) if v > {z} else {m}.log1p({m}.exp(v))"]
+
+    def reference(self, torch, xs, a, p, node):
+        return [torch.nn.functional.softplus(xs[0])]
 
 
 @register
@@ -170,6 +213,12 @@ class Clip(_Pointwise):
     params = (Param("min", "float", 0.0, min=None), Param("max", "float", 6.0, min=None))
     short = "clip"
     per_element = Ops(comp=2)
+
+    def activation(self, a, k):
+        return [f"v = min(max(v, {k.f32(a['min'])}), {k.f32(a['max'])})"]
+
+    def reference(self, torch, xs, a, p, node):
+        return [xs[0].clamp(a["min"], a["max"])]
 
 
 @register
@@ -186,6 +235,19 @@ class Power(_Pointwise):
         return Ops(mul=1 if a["scale"] != 1 else 0, add=1 if a["shift"] else 0,
                    exp=1 if a["power"] != 1 else 0)
 
+    def activation(self, a, k):
+        p, sc, sh = a["power"], a["scale"], a["shift"]
+        lines = [] if sc == 1 else [f"v = v * {k.f32(sc)}"]
+        lines += [] if sh == 0 else [f"v = v + {k.f32(sh)}"]
+        if p == 2:
+            lines.append("v = v * v")
+        elif p != 1:
+            lines.append("v = " + k.power.format(p=k.f32(p)))
+        return lines
+
+    def reference(self, torch, xs, a, p, node):
+        return [(a["shift"] + a["scale"] * xs[0]) ** a["power"]]
+
 
 @register
 class Dropout(_Pointwise):
@@ -196,3 +258,9 @@ class Dropout(_Pointwise):
     params = (Param("dropout_ratio", "float", 0.5), Param("scale_train", "bool", True))
     short = "drop"
     family = "activation"
+
+    def activation(self, a, k):
+        return []
+
+    def reference(self, torch, xs, a, p, node):
+        return [xs[0].clone()]

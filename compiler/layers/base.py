@@ -83,6 +83,11 @@ class Layer:
     outputs: int | None = 1      # None: as many as tops given
     elementwise: bool = False    # output i depends on input i only: may run in place
     forward: bool = True         # False for loss/accuracy: kept but not part of inference
+    source: bool = False         # produces the network's inputs (fed, never computed)
+    sink: bool = False           # marks an output: reads its bottoms, computes nothing
+    epilogue_merge: bool = False  # a producer's epilogue may compute it (ResNet's residual add)
+    own_buffer: bool = False     # its kernel writes its own output buffer, never a concat slice
+    cost: str = ""               # the operation-count rule, in words (`netc layers`)
 
     # ---- schema -------------------------------------------------------------------------
     def schema(self) -> dict[str, Param]:
@@ -159,9 +164,54 @@ class Layer:
         """Per spatial axis (kernel_extent, stride, pad) for receptive fields; None if pointwise."""
         return None
 
+    def receptive(self, rf: list[tuple], ins: list[Shape], a: dict) -> list[tuple]:
+        """Per spatial axis (size, jump) after this layer, from the inputs' merged (size, jump):
+        a window of extent k and stride s grows the size by (k - 1) * jump and multiplies the
+        jump by s; pointwise layers pass them through."""
+        win = self.window(ins, a)
+        if not win:
+            return rf
+        return [(r + (k - 1) * j, j * s) for (r, j), (k, s, _) in zip(rf, win)]
+
     def is_view(self, a: dict) -> bool:
         """True when the output is the input's bytes re-labelled (Flatten, Reshape)."""
         return False
+
+    def computes(self, a: dict) -> bool:
+        """Whether a target emits a step for it (sources, sinks and views need none)."""
+        return not (self.source or self.sink or self.is_view(a))
+
+    def feeds(self, port: int) -> bool:
+        """Whether output `port` of a source is fed by the user (Data's label is not)."""
+        return self.source
+
+    def concat_axis(self, a: dict) -> int | None:
+        """The axis along which the output lays its inputs side by side (Concat), else None: a
+        target may then let the producers write straight into their slices."""
+        return None
+
+    # ---- what fusion asks ------------------------------------------------------------------
+    def activation(self, a: dict, k) -> list[str] | None:
+        """Statements updating a float32 local `v` in dialect `k` (codegen/dialect.py) when the
+        layer is pointwise, so any producer's epilogue can run it; None otherwise."""
+        return None
+
+    def affine(self, name: str, a: dict, channels: int, w: dict):
+        """Per-channel (multiplier, offset) float64 arrays when the layer is y = x * m + b with
+        m, b from its weights (`w`, keyed "<name>.<blob>"), so it folds into a producer's
+        weights; None otherwise."""
+        return None
+
+    # ---- how it reads in a diagram and in tests -----------------------------------------------
+    def brief(self, a: dict) -> str:
+        """The few parameters that identify the layer at a glance in a diagram (Netscope-like)."""
+        return ""
+
+    def reference(self, torch, xs: list, a: dict, p, node: dict) -> list:
+        """The layer's outputs computed with PyTorch (`torch` passed in: layers never import it),
+        the independent semantics tests compare the kernels with. `xs`: input tensors (float64),
+        `p(blob)`: a weight tensor, `node`: the IR node (shapes, tops)."""
+        raise NotImplementedError(f"no torch reference for {self.type}")
 
     # ---- kernels ------------------------------------------------------------------------
     # lower_<target>(lo, n) emits node n's step through the target's Lowering `lo`
@@ -173,6 +223,12 @@ class Layer:
 
     def lower_cuda(self, lo, n: str):
         raise NetcError(f'layer "{n}" ({self.type}) cannot run on the CUDA target yet', lo.g.nodes[n]["loc"])
+
+    def runs_on(self, target: str) -> bool:
+        """Whether this layer type has kernels for `target` ("cpu" or "cuda")."""
+        method = f"lower_{target}"
+        return (self.source or self.sink or self.is_view({})
+                or getattr(type(self), method) is not getattr(Layer, method))
 
 
 REGISTRY: dict[str, Layer] = {}

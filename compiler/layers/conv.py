@@ -75,6 +75,15 @@ class _ConvBase(Layer):
         k = [d * (kk - 1) + 1 for kk, d in zip(a["kernel"], a["dilation"])]
         return tuple(zip(k, a["stride"], a["pad"]))
 
+    def brief(self, a):
+        k, s = a["kernel"], a["stride"]
+        out = f"{k[0]}x{k[1]}"
+        out += "" if s == (1, 1) else f"/{s[0]}" if s[0] == s[1] else f"/{s[0]}x{s[1]}"
+        out += f" \u00d7{a['num_output']}"
+        if a.get("group", 1) != 1:
+            out += f" g{a['group']}"
+        return out
+
 
 @register
 class Convolution(_ConvBase):
@@ -107,6 +116,11 @@ class Convolution(_ConvBase):
         cin = ins[0][1]
         macc = numel(outs[0]) * (cin // self.groups(cin, a)) * a["kernel"][0] * a["kernel"][1]
         return Ops(macc=macc, add=numel(outs[0]) if a["bias_term"] else 0)
+
+    def reference(self, torch, xs, a, p, node):
+        x = xs[0]
+        return [torch.nn.functional.conv2d(x, p("weight"), p("bias") if a["bias_term"] else None, a["stride"],
+                                           a["pad"], a["dilation"], self.groups(x.shape[1], a))]
 
     def _epilogue(self, lo, y3: str, shape3, bias: str, acts: list[str], merge=None) -> str:
         """Bias per channel (axis 1 of y3) plus fused activations, one pass over the output; with
@@ -141,7 +155,7 @@ ACTS
     def lower_cpu(self, lo, n):
         import numpy as np
         from ..codegen.cpu_kit import i, winograd_pays
-        d, a, (N, C, H, W), (_, CO, OH, OW) = lo._io(n)
+        d, a, (N, C, H, W), (_, CO, OH, OW) = lo.io(n)
         G = C if d["type"] == "ConvolutionDepthwise" else a["group"]
         KH, KW = a["kernel"]
         (SH, SW), (PH, PW), (DH, DW) = a["stride"], a["pad"], a["dilation"]
@@ -340,7 +354,7 @@ ACTS
         from ..codegen import cuda_gemm as gemm
         import numpy as np
         from ..codegen.cuda_kit import i, ix, split_index, udiv, ux
-        d, a, (N, C, H, W), (_, CO, OH, OW) = lo._io(n)
+        d, a, (N, C, H, W), (_, CO, OH, OW) = lo.io(n)
         G = C if d["type"] == "ConvolutionDepthwise" else a["group"]
         KH, KW = a["kernel"]
         (SH, SW), (PH, PW), (DH, DW) = a["stride"], a["pad"], a["dilation"]
@@ -350,12 +364,12 @@ ACTS
         if mul_add is not None:
             wt = wt * mul_add[0][:, None, None, None]
             b = b * mul_add[0] + mul_add[1]
-        x_off, b_off = lo.addr(d["inputs"][0]), lo.param(b)
+        x_off, b_off = lo.addr(d["inputs"][0]), lo.param_offset(b)
         CG, OG = C // G, CO // G
         if CG > 1:
             geom = gemm.ConvGeometry(N, C, H, W, CO, OH, OW, KH, KW, SH, SW, PH, PW, DH, DW, G)
             tile = gemm.conv_tile(geom, lo.gemm_tile(gemm.conv_problem(geom), n))
-            w_off = lo.param(gemm.pack_conv_weights(wt.astype(np.float32), geom, tile))
+            w_off = lo.param_offset(gemm.pack_conv_weights(wt.astype(np.float32), geom, tile))
             merge, epilogue = lo.absorb_merge(out[0], d["inputs"][0]), list(acts)
             if merge is not None:    # the residual add: each output reads its operands' element
                 from ..codegen.cuda_kit import f32
@@ -368,10 +382,10 @@ ACTS
             y_off, y_stride = lo.out_stride(out)
             ks = gemm.conv_kernel("NAME", geom, x_off, w_off, b_off, y_off, epilogue, y_image_stride=y_stride,
                                   tile=tile)
-            return lo.step([n, *extra], [lo._gemm_launch("conv", ks)])
+            return lo.step([n, *extra], [lo.gemm_launch("conv", ks)])
         # depthwise (one input channel per group: no reduction worth a GEMM tile); constant
         # trip counts: the compiler unrolls the window
-        w_off = lo.param(wt)
+        w_off = lo.param_offset(wt)
         g = "co" if OG == 1 else udiv("co", i(OG))
         body = "\n".join(split_index("i", [("n", N), ("co", CO), ("oh", OH), ("ow", OW)])) + textwrap.dedent(f"""
             v = P[{ux(i(b_off), "co")}]
@@ -431,12 +445,27 @@ class Deconvolution(_ConvBase):
         return Ops(macc=macc, add=numel(outs[0]) if a["bias_term"] else 0)
 
     def window(self, ins, a):
-        return None  # handled specially by the receptive-field pass
+        return None
+
+    def receptive(self, rf, ins, a):
+        """An output pixel sees ceil(extent / stride) input pixels per axis, and the jump
+        divides by the stride (so it may be fractional)."""
+        from math import ceil
+        out = []
+        for (r, j), k, s, dil in zip(rf, a["kernel"], a["stride"], a["dilation"]):
+            extent = dil * (k - 1) + 1
+            out.append((r + (ceil(extent / s) - 1) * j, j / s))
+        return out
+
+    def reference(self, torch, xs, a, p, node):
+        return [torch.nn.functional.conv_transpose2d(
+            xs[0], p("weight"), p("bias") if a["bias_term"] else None, a["stride"], a["pad"], 0,
+            a["group"], a["dilation"])]
 
     def lower_cpu(self, lo, n):
         import numpy as np
         from ..codegen.cpu_kit import i
-        d, a, (N, C, H, W), (_, CO, OH, OW) = lo._io(n)
+        d, a, (N, C, H, W), (_, CO, OH, OW) = lo.io(n)
         G = a["group"]
         KH, KW = a["kernel"]
         (SH, SW), (PH, PW), (DH, DW) = a["stride"], a["pad"], a["dilation"]
@@ -481,7 +510,7 @@ ACTS
         """Direct gather: each output sums the inputs whose stride-scattered window covers it."""
         import numpy as np
         from ..codegen.cuda_kit import i, ix, split_index, udiv, umod, ux
-        d, a, (N, C, H, W), (_, CO, OH, OW) = lo._io(n)
+        d, a, (N, C, H, W), (_, CO, OH, OW) = lo.io(n)
         G = a["group"]
         KH, KW = a["kernel"]
         (SH, SW), (PH, PW), (DH, DW) = a["stride"], a["pad"], a["dilation"]
@@ -489,7 +518,7 @@ ACTS
         b = lo.w[f"{n}.bias"] if a["bias_term"] else np.zeros(CO)
         extra, _, acts, out = lo.fused(n, fold=False)
         x_off, y_off = lo.addr(d["inputs"][0]), lo.addr(out)
-        w_off, b_off = lo.param(lo.w[f"{n}.weight"]), lo.param(b)   # (C, OG, KH, KW)
+        w_off, b_off = lo.param_offset(lo.w[f"{n}.weight"]), lo.param_offset(b)   # (C, OG, KH, KW)
         def taps(o, p, k, dil, s, size, v):
             """Loop over the taps k whose o + pad - k * dil lands on the stride inside the input;
             binds i<v>. With no dilation only every s-th tap can, so only those are visited."""

@@ -19,6 +19,7 @@ class _Source(Layer):
     family = "data"
     min_inputs = max_inputs = 0
     outputs = None
+    source = True
 
 
 @register
@@ -55,6 +56,9 @@ class Data(_Source):
               Param("shape", "shape", repeated=True, message="input_param"), *TRANSFORM)
     short = "data"
 
+    def feeds(self, port):
+        return port == 0     # the second top is the label
+
     def multi_shapes(self, ins, a, loc, ntops):
         if a["shape"]:  # some presets (GoogLeNet, SqueezeNet) give a Data layer an input_param
             return Input().multi_shapes(ins, a, loc, ntops)
@@ -81,6 +85,9 @@ class ImageData(_Source):
               Param("root_folder", "str", message="image_data_param"),
               Param("shuffle", "bool", False, message="image_data_param"), *TRANSFORM)
     short = "data"
+
+    def feeds(self, port):
+        return port == 0     # the second top is the label
 
     def multi_shapes(self, ins, a, loc, ntops):
         h = a["crop_size"] or a["new_height"]

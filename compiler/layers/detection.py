@@ -128,6 +128,7 @@ class Implicit(Layer):
     short = "output"
     min_inputs, max_inputs = 1, None
     outputs = 0
+    sink = True
 
     def shapes(self, ins, a, loc):
         return []

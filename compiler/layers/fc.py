@@ -55,9 +55,17 @@ class InnerProduct(Layer):
             return ((ins[0][2], 1, 0), (ins[0][3], 1, 0))
         return None
 
+    def brief(self, a):
+        return f"\u00d7{a['num_output']}"
+
+    def reference(self, torch, xs, a, p, node):
+        xf = xs[0].flatten(a["axis"] % xs[0].dim())
+        wt = p("weight").T if a["transpose"] else p("weight")
+        return [xf @ wt.T + (p("bias") if a["bias_term"] else 0)]
+
     def lower_cpu(self, lo, n):
         import numpy as np
-        d, a, xs, ys = lo._io(n)
+        d, a, xs, ys = lo.io(n)
         O = a["num_output"]
         K = self.fan_in(xs, a)
         R = numel(ys) // O
@@ -96,7 +104,7 @@ ACTS
     def lower_cuda(self, lo, n):
         from ..codegen import cuda_gemm as gemm
         import numpy as np
-        d, a, xs, ys = lo._io(n)
+        d, a, xs, ys = lo.io(n)
         O = a["num_output"]
         K = self.fan_in(xs, a)
         R = numel(ys) // O
@@ -107,8 +115,8 @@ ACTS
         extra, mul_add, acts, out = lo.fused(n, fold=len(ys) == 2)
         if mul_add is not None:
             wt, b = wt * mul_add[0][:, None], b * mul_add[0] + mul_add[1]
-        x_off, y_off, b_off = lo.addr(d["inputs"][0]), lo.addr(out), lo.param(b)
-        w_off = lo.param(gemm.pack_fc_weights(wt.astype(np.float32)))
+        x_off, y_off, b_off = lo.addr(d["inputs"][0]), lo.addr(out), lo.param_offset(b)
+        w_off = lo.param_offset(gemm.pack_fc_weights(wt.astype(np.float32)))
         ks = gemm.fc_kernel("NAME", R, K, O, x_off, w_off, b_off, y_off, acts,
                             tile=lo.gemm_tile(gemm.fc_problem(R, K, O), n))
-        return lo.step([n, *extra], [lo._gemm_launch("fc", ks)])
+        return lo.step([n, *extra], [lo.gemm_launch("fc", ks)])

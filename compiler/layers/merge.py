@@ -26,6 +26,8 @@ class Eltwise(Layer):
     family = "merge"
     short = "add"
     min_inputs, max_inputs = 2, None
+    epilogue_merge = True
+    cost = "SUM: (inputs - 1) adds per element, plus a multiply per coefficient != 1; PROD: (inputs - 1) multiplies; MAX: (inputs - 1) comparisons"
 
     def shapes(self, ins, a, loc):
         for s in ins[1:]:
@@ -44,6 +46,18 @@ class Eltwise(Layer):
             return Ops(mul=n * (k - 1))
         return Ops(comp=n * (k - 1))
 
+    def brief(self, a):
+        return a["operation"]
+
+    def reference(self, torch, xs, a, p, node):
+        if a["operation"] == "SUM":
+            coeff = a["coeff"] or (1.0,) * len(xs)
+            return [sum(c * v for c, v in zip(coeff, xs))]
+        y = xs[0]
+        for v in xs[1:]:
+            y = y * v if a["operation"] == "PROD" else torch.maximum(y, v)
+        return [y]
+
     @staticmethod
     def combine(a: dict, terms: list[str], f32) -> list[str]:
         """Statements leaving the Eltwise of `terms` (source expressions, one per input) in `v`;
@@ -58,7 +72,7 @@ class Eltwise(Layer):
 
     def lower_cpu(self, lo, n):
         from ..codegen.cpu_kit import f32, i
-        d, a, xs, _ = lo._io(n)
+        d, a, xs, _ = lo.io(n)
         size, k_in = numel(xs), len(d["inputs"])
         extra, _, acts = lo.absorb(n, fold=False)
         out = (extra or [n])[-1]
@@ -77,7 +91,7 @@ ACTS
 
     def lower_cuda(self, lo, n):
         from ..codegen.cuda_kit import f32, i, ux
-        d, a, xs, _ = lo._io(n)
+        d, a, xs, _ = lo.io(n)
         size, k_in = numel(xs), len(d["inputs"])
         extra, _, acts, out = lo.fused(n, fold=False)
         xs_ = [f"A[{ux(i(lo.addr(src)), 'i')}]" for src in d["inputs"]]
@@ -109,9 +123,15 @@ class Concat(Layer):
         out[ax] = sum(s[ax] for s in ins)
         return [tuple(out)]
 
+    def concat_axis(self, a):
+        return a["axis"]
+
+    def reference(self, torch, xs, a, p, node):
+        return [torch.cat(xs, a["axis"])]
+
     def lower_cpu(self, lo, n):
-        d, a, _, ys = lo._io(n)
-        O, CT, I = lo._outer_axis_inner(ys, a["axis"])
+        d, a, _, ys = lo.io(n)
+        O, CT, I = lo.outer_axis_inner(ys, a["axis"])
         y = lo.view((n, 0), (O, CT, I))
         lines, c0 = [], 0
         for src, s in zip(d["inputs"], d["in_shapes"]):
@@ -122,8 +142,8 @@ class Concat(Layer):
         lo.step([n], lines)
 
     def lower_cuda(self, lo, n):
-        d, a, _, ys = lo._io(n)
-        O, CT, I = lo._outer_axis_inner(ys, a["axis"])
+        d, a, _, ys = lo.io(n)
+        O, CT, I = lo.outer_axis_inner(ys, a["axis"])
         y_off = lo.addr((n, 0))
         launches, c0 = [], 0
         for src, s in zip(d["inputs"], d["in_shapes"]):
@@ -164,9 +184,13 @@ class Slice(Layer):
         bounds = [0, *points, size]
         return [tuple(ins[0][:ax]) + (hi - lo,) + tuple(ins[0][ax + 1:]) for lo, hi in zip(bounds, bounds[1:])]
 
+    def reference(self, torch, xs, a, p, node):
+        ax = a["axis"] % xs[0].dim()
+        return list(torch.split(xs[0], [s[ax] for s in node["shapes"]], ax))
+
     def lower_cpu(self, lo, n):
-        d, a, xs, _ = lo._io(n)
-        O, CT, I = lo._outer_axis_inner(xs, a["axis"])
+        d, a, xs, _ = lo.io(n)
+        O, CT, I = lo.outer_axis_inner(xs, a["axis"])
         x = lo.view(d["inputs"][0], (O, CT, I))
         lines, c0 = [], 0
         for port, s in enumerate(d["shapes"]):
@@ -177,8 +201,8 @@ class Slice(Layer):
         lo.step([n], lines)
 
     def lower_cuda(self, lo, n):
-        d, a, xs, _ = lo._io(n)
-        O, CT, I = lo._outer_axis_inner(xs, a["axis"])
+        d, a, xs, _ = lo.io(n)
+        O, CT, I = lo.outer_axis_inner(xs, a["axis"])
         x_off = lo.addr(d["inputs"][0])
         launches, c0 = [], 0
         for port, s in enumerate(d["shapes"]):
@@ -195,9 +219,13 @@ class Split(Layer):
     family = "merge"
     short = "split"
     outputs = None
+    own_buffer = True    # one kernel writes every copy
 
     def multi_shapes(self, ins, a, loc, ntops):
         return [ins[0]] * ntops
+
+    def reference(self, torch, xs, a, p, node):
+        return [xs[0].clone() for _ in node["tops"]]
 
     def lower_cpu(self, lo, n):
         d = lo.g.nodes[n]
@@ -228,16 +256,20 @@ class ShuffleChannel(Layer):
             raise NetcError(f"ShuffleChannel: channels of {fmt_shape(ins[0])} not divisible by group {a['group']}", loc)
         return [ins[0]]
 
+    def reference(self, torch, xs, a, p, node):
+        x, gp = xs[0], a["group"]
+        return [x.reshape(x.shape[0], gp, x.shape[1] // gp, -1).transpose(1, 2).reshape(x.shape)]
+
     def lower_cpu(self, lo, n):
-        d, a, xs, _ = lo._io(n)
-        N, C, S = lo._nc_s(xs)
+        d, a, xs, _ = lo.io(n)
+        N, C, S = lo.nc_s(xs)
         g = a["group"]
         src = lo.bind(f"{lo.view(d['inputs'][0], (N, g, C // g, S))}.transpose((0, 2, 1, 3))")
         lo.step([n], [f"np.copyto({lo.view((n, 0), (N, C // g, g, S))}, {src})"])
 
     def lower_cuda(self, lo, n):
-        d, a, xs, _ = lo._io(n)
-        N, C, S = lo._nc_s(xs)
+        d, a, xs, _ = lo.io(n)
+        N, C, S = lo.nc_s(xs)
         g = a["group"]
         # output viewed as (N, C/g, g, S) reads input viewed as (N, g, C/g, S)
         return lo.step([n], [lo.copy((N, C // g, g, S), lo.addr(d["inputs"][0]), (C * S, S, C // g * S, 1),

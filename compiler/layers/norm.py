@@ -16,10 +16,10 @@ class _AffineKernels(Layer):
     def lower_cpu(self, lo, n):
         """BatchNorm/Scale/Bias not folded into a conv: y = x * mul[n, c] + add[n, c]."""
         import numpy as np
-        from ..codegen.cpu_kit import affine_of, i
-        d, a, xs, _ = lo._io(n)
-        N, C, S = lo._nc_s(xs)
-        ma = affine_of(lo.g, n, lo.w)
+        from ..codegen.cpu_kit import i
+        d, a, xs, _ = lo.io(n)
+        N, C, S = lo.nc_s(xs)
+        ma = lo.affine(n)
         if ma is not None:
             extra, more, acts = lo.absorb(n, fold=True)
             if more is not None:
@@ -57,16 +57,15 @@ ACTS
     def lower_cuda(self, lo, n):
         """BatchNorm/Scale/Bias not folded into a conv: y = x * mul[n, c] + add[n, c]."""
         import numpy as np
-        from ..codegen.cpu_kit import affine_of
         from ..codegen.cuda_kit import ONE, i, split_index, ux
-        d, a, xs, _ = lo._io(n)
-        N, C, S = lo._nc_s(xs)
-        ma = affine_of(lo.g, n, lo.w)
+        d, a, xs, _ = lo.io(n)
+        N, C, S = lo.nc_s(xs)
+        ma = lo.affine(n)
         if ma is not None:
             extra, more, acts, out = lo.fused(n, fold=True)
             if more is not None:
                 ma = (ma[0] * more[0], ma[1] * more[0] + more[1])
-            mul, add = f"P[{ux(i(lo.param(ma[0])), 'c')}]", f"P[{ux(i(lo.param(ma[1])), 'c')}]"
+            mul, add = f"P[{ux(i(lo.param_offset(ma[0])), 'c')}]", f"P[{ux(i(lo.param_offset(ma[1])), 'c')}]"
         else:
             extra, _, acts, out = lo.fused(n, fold=False)
             other = d["inputs"][1]
@@ -74,7 +73,7 @@ ACTS
             blob = f"A[{ux(i(lo.addr(other)), f'n * {i(C)} + c' if per_n else 'c')}]"
             if d["type"] == "Scale":
                 bias = lo.w[f"{n}.bias"] if d["attrs"]["bias_term"] else np.zeros(C)
-                mul, add = blob, f"P[{ux(i(lo.param(bias)), 'c')}]"
+                mul, add = blob, f"P[{ux(i(lo.param_offset(bias)), 'c')}]"
             else:
                 mul, add = ONE, blob
         x_off = lo.addr(d["inputs"][0])
@@ -117,6 +116,23 @@ class BatchNorm(_AffineKernels):
         n = numel(outs[0])
         return Ops(add=n * (2 if a["affine"] else 1), div=n, mul=n if a["affine"] else 0)
 
+    def affine(self, name, a, channels, w):
+        import numpy as np
+        f = w.get(f"{name}.moving_average_factor", np.ones(1))[0]
+        f = 1.0 / f if f != 0 else 1.0
+        mul = 1.0 / np.sqrt(w[f"{name}.var"].astype(np.float64) * f + a["eps"])
+        add = -w[f"{name}.mean"].astype(np.float64) * f * mul
+        if a["affine"]:
+            mul, add = mul * w[f"{name}.weight"], add * w[f"{name}.weight"] + w[f"{name}.bias"]
+        return mul, add
+
+    def reference(self, torch, xs, a, p, node):
+        f = p("moving_average_factor", torch.ones(1))[0]
+        f = 1 / f if f != 0 else 1
+        return [torch.nn.functional.batch_norm(
+            xs[0], p("mean") * f, p("var") * f, p("weight") if a["affine"] else None,
+            p("bias") if a["affine"] else None, False, 0.0, a["eps"])]
+
 
 class _ChannelAffine(_AffineKernels):
     family = "norm"
@@ -135,6 +151,16 @@ class _ChannelAffine(_AffineKernels):
             raise NetcError(f"{self.type}: second input must hold one value per channel "
                             f"({ins[0][1]}), got {list(ins[1])}", loc)
         return [ins[0]]
+
+    def reference(self, torch, xs, a, p, node):
+        x = xs[0]
+        shape = (x.shape[0] if len(xs) == 2 and xs[1].dim() == 2 else 1, x.shape[1]) + (1,) * (x.dim() - 2)
+        if self.type == "Scale":
+            m = (xs[1] if len(xs) == 2 else p("weight")).reshape(shape)
+            b = p("bias").reshape((1,) + shape[1:]) if a["bias_term"] else 0
+        else:
+            m, b = 1, (xs[1] if len(xs) == 2 else p("bias")).reshape(shape)
+        return [x * m + b]
 
 
 @register
@@ -156,6 +182,10 @@ class Scale(_ChannelAffine):
         n = numel(outs[0])
         return Ops(mul=n, add=n if a["bias_term"] else 0)
 
+    def affine(self, name, a, channels, w):
+        import numpy as np
+        return w[f"{name}.weight"].astype(np.float64), (w[f"{name}.bias"] if a["bias_term"] else np.zeros(channels))
+
 
 @register
 class Bias(_ChannelAffine):
@@ -169,6 +199,10 @@ class Bias(_ChannelAffine):
 
     def ops(self, ins, outs, a):
         return Ops(add=numel(outs[0]))
+
+    def affine(self, name, a, channels, w):
+        import numpy as np
+        return np.ones(channels), w[f"{name}.bias"].astype(np.float64)
 
 
 @register
@@ -190,11 +224,17 @@ class Normalize(Layer):
         positions = n // ins[0][1] if len(ins[0]) > 1 else 1
         return Ops(mul=2 * n, add=n, div=n, exp=positions)
 
+    def reference(self, torch, xs, a, p, node):
+        x = xs[0]
+        dims = tuple(range(1, x.dim())) if a["across_spatial"] else (1,)
+        norm = torch.sqrt((x * x).sum(dims, keepdim=True) + a["eps"])
+        return [x / norm * p("weight").reshape((1, -1) + (1,) * (x.dim() - 2))]
+
     def lower_cpu(self, lo, n):
         import numpy as np
         from ..codegen.cpu_kit import f32, i
-        d, a, xs, _ = lo._io(n)
-        N, C, S = lo._nc_s(xs)
+        d, a, xs, _ = lo.io(n)
+        N, C, S = lo.nc_s(xs)
         w = lo.param(np.broadcast_to(lo.w[f"{n}.weight"], (C,)))
         x, y = lo.view(d["inputs"][0], (N, C, S)), lo.view((n, 0), (N, C, S))
         eps = f32(a["eps"])
@@ -228,15 +268,15 @@ class Normalize(Layer):
     def lower_cuda(self, lo, n):
         import numpy as np
         from ..codegen.cuda_kit import ONE, ZERO, f32, i, ix, udiv, ux
-        from ..codegen.cuda import BLOCK, Launch
-        d, a, xs, _ = lo._io(n)
-        N, C, S = lo._nc_s(xs)
-        w_off = lo.param(np.broadcast_to(lo.w[f"{n}.weight"], (C,)))
+        from ..codegen.cuda_kit import BLOCK, Launch
+        d, a, xs, _ = lo.io(n)
+        N, C, S = lo.nc_s(xs)
+        w_off = lo.param_offset(np.broadcast_to(lo.w[f"{n}.weight"], (C,)))
         x_off, y_off = lo.addr(d["inputs"][0]), lo.addr((n, 0))
         eps = f32(a["eps"])
         if not a["across_spatial"]:
             body = f"""
-                base = {lo._row_base("i", C, S)}
+                base = {lo.row_base("i", C, S)}
                 s = {ZERO}
                 for c in range({ix(i(C))}):
                     t = A[{ux(i(x_off), "base", f"c * {i(S)}")}]

@@ -99,9 +99,23 @@ class Pooling(Layer):
         kernel, stride, pad = self.geometry(ins[0], a)
         return tuple(zip(kernel, stride, pad))
 
+    def brief(self, a):
+        if a["global_pooling"]:
+            return f"global {a['pool']}"
+        k, s = a["kernel"], a["stride"]
+        return f"{a['pool']} {k[0]}x{k[1]}" + (f"/{s[0]}" if s[0] != 1 else "")
+
+    def reference(self, torch, xs, a, p, node):
+        F, x = torch.nn.functional, xs[0]
+        k, s, pad = (x.shape[2:], (1, 1), (0, 0)) if a["global_pooling"] else (a["kernel"], a["stride"], a["pad"])
+        ceil = a["round_mode"] == "CEIL"
+        if a["pool"] == "MAX":
+            return [F.max_pool2d(x, k, s, pad, ceil_mode=ceil)]
+        return [F.avg_pool2d(x, k, s, pad, ceil_mode=ceil, count_include_pad=True)]
+
     def lower_cpu(self, lo, n):
         from ..codegen.cpu_kit import i
-        d, a, (N, C, H, W), (_, _, OH, OW) = lo._io(n)
+        d, a, (N, C, H, W), (_, _, OH, OW) = lo.io(n)
         (KH, KW), (SH, SW), (PH, PW) = self.geometry((N, C, H, W), a)
         x, y = lo.view(d["inputs"][0], (N * C, H, W)), lo.view((n, 0), (N * C, OH, OW))
         if a["pool"] == "MAX" and (PH or PW):
@@ -189,7 +203,7 @@ class Pooling(Layer):
     def lower_cuda(self, lo, n):
         import textwrap
         from ..codegen.cuda_kit import ZERO, i, ix, split_index, ux
-        d, a, (N, C, H, W), (_, _, OH, OW) = lo._io(n)
+        d, a, (N, C, H, W), (_, _, OH, OW) = lo.io(n)
         (KH, KW), (SH, SW), (PH, PW) = self.geometry((N, C, H, W), a)
         x_off, y_at = lo.addr(d["inputs"][0]), lo.out_at((n, 0))
         x = f"A[{ux('xr', f'ih * {i(W)} + iw')}]"
@@ -256,9 +270,16 @@ class LRN(Layer):
             return ((s, 1, s // 2), (s, 1, s // 2))
         return None
 
+    def reference(self, torch, xs, a, p, node):
+        F, x, size = torch.nn.functional, xs[0], a["local_size"]
+        if a["norm_region"] == "ACROSS_CHANNELS":
+            return [F.local_response_norm(x, size, a["alpha"], a["beta"], a["k"])]
+        avg = F.avg_pool2d(x * x, size, 1, (size - 1) // 2, count_include_pad=True)
+        return [x * (1 + a["alpha"] * avg) ** -a["beta"]]
+
     def lower_cpu(self, lo, n):
         from ..codegen.cpu_kit import i, neg_power
-        d, a, (N, C, H, W), _ = lo._io(n)
+        d, a, (N, C, H, W), _ = lo.io(n)
         size, beta = a["local_size"], a["beta"]
         pre = (size - 1) // 2
         if a["norm_region"] == "ACROSS_CHANNELS":
@@ -297,7 +318,7 @@ class LRN(Layer):
     def lower_cuda(self, lo, n):
         import textwrap
         from ..codegen.cuda_kit import ONE, ZERO, f32, i, ix, split_index, ux
-        d, a, (N, C, H, W), _ = lo._io(n)
+        d, a, (N, C, H, W), _ = lo.io(n)
         size, beta = a["local_size"], a["beta"]
         pre = (size - 1) // 2
         x_off, y_at = lo.addr(d["inputs"][0]), lo.out_at((n, 0))

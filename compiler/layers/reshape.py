@@ -30,6 +30,9 @@ class Flatten(Layer):
     def is_view(self, a):
         return True
 
+    def reference(self, torch, xs, a, p, node):
+        return [xs[0].reshape(node["shapes"][0])]
+
 
 @register
 class Reshape(Layer):
@@ -72,6 +75,9 @@ class Reshape(Layer):
     def is_view(self, a):
         return True
 
+    def reference(self, torch, xs, a, p, node):
+        return [xs[0].reshape(node["shapes"][0])]
+
 
 @register
 class Permute(Layer):
@@ -89,14 +95,18 @@ class Permute(Layer):
         order += [i for i in range(len(s)) if i not in order]
         return [tuple(s[i] for i in order)]
 
+    def reference(self, torch, xs, a, p, node):
+        order = list(a["order"]) + [i for i in range(xs[0].dim()) if i not in a["order"]]
+        return [xs[0].permute(order)]
+
     def lower_cpu(self, lo, n):
-        d, a, xs, _ = lo._io(n)
+        d, a, xs, _ = lo.io(n)
         order = list(a["order"]) + [k for k in range(len(xs)) if k not in a["order"]]
         src = lo.bind(f"{lo.view(d['inputs'][0])}.transpose({tuple(int(o) for o in order)!r})")
         lo.step([n], [f"np.copyto({lo.view((n, 0))}, {src})"])
 
     def lower_cuda(self, lo, n):
-        d, a, xs, ys = lo._io(n)
+        d, a, xs, ys = lo.io(n)
         order = list(a["order"]) + [k for k in range(len(xs)) if k not in a["order"]]
         st = lo.strides(xs)
         return lo.step([n], [lo.copy(ys, lo.addr(d["inputs"][0]), [st[o] for o in order],
@@ -129,8 +139,16 @@ class Crop(Layer):
                                      f"{fmt_shape(big)}", loc, [out])
         return [out]
 
+    def reference(self, torch, xs, a, p, node):
+        x, ref = xs
+        ax, offs = a["axis"] % x.dim(), list(a["offset"])
+        for i in range(ax, x.dim()):
+            o = offs[0] if len(offs) == 1 else offs[i - ax] if offs else 0
+            x = x.narrow(i, o, ref.shape[i])
+        return [x]
+
     def lower_cpu(self, lo, n):
-        d, a, xs, ys = lo._io(n)
+        d, a, xs, ys = lo.io(n)
         ax = a["axis"] % len(xs)
         offs = list(a["offset"])
         sl = []
@@ -141,7 +159,7 @@ class Crop(Layer):
         lo.step([n], [f"np.copyto({lo.view((n, 0))}, {src})"])
 
     def lower_cuda(self, lo, n):
-        d, a, xs, ys = lo._io(n)
+        d, a, xs, ys = lo.io(n)
         ax = a["axis"] % len(xs)
         offs = list(a["offset"])
         st = lo.strides(xs)
@@ -168,10 +186,13 @@ class Softmax(Layer):
         n = numel(outs[0])
         return Ops(comp=n, add=2 * n, exp=n, div=n)  # max, subtract, exp, sum, divide
 
+    def reference(self, torch, xs, a, p, node):
+        return [torch.nn.functional.softmax(xs[0], a["axis"])]
+
     def lower_cpu(self, lo, n):
         from ..codegen.cpu_kit import i
-        d, a, xs, _ = lo._io(n)
-        O, C, I = lo._outer_axis_inner(xs, a["axis"])
+        d, a, xs, _ = lo.io(n)
+        O, C, I = lo.outer_axis_inner(xs, a["axis"])
         x, y = lo.view(d["inputs"][0], (O, C, I)), lo.view((n, 0), (O, C, I))
         k = lo.kernel("softmax", f"""
             def NAME(x, y):
@@ -198,16 +219,16 @@ class Softmax(Layer):
         import math
         from ..codegen import cuda_gemm as gemm
         from ..codegen.cuda_kit import ONE, ZERO, f32, i, ix, ux
-        from ..codegen.cuda import BLOCK, Launch, SOFTMAX_BLOCK_MIN
-        d, a, xs, _ = lo._io(n)
-        O, C, I = lo._outer_axis_inner(xs, a["axis"])
+        from ..codegen.cuda_kit import BLOCK, Launch, SOFTMAX_BLOCK_MIN
+        d, a, xs, _ = lo.io(n)
+        O, C, I = lo.outer_axis_inner(xs, a["axis"])
         x_off, y_off = lo.addr(d["inputs"][0]), lo.addr((n, 0))
         rows = O * I
         # rows strided by I > 1: adjacent threads of the simple kernel read adjacent values
         # (coalesced), so a block per row only pays when the rows are too few to fill the GPU
         if C < SOFTMAX_BLOCK_MIN or (I > 1 and rows >= gemm.SMS * 32):
             body = f"""
-                base = {lo._row_base("i", C, I)}
+                base = {lo.row_base("i", C, I)}
                 m = A[{ux(i(x_off), "base")}]
                 for c in range({ix(1)}, {ix(i(C))}):
                     m = max(m, A[{ux(i(x_off), "base", f"c * {i(I)}")}])
@@ -227,7 +248,7 @@ class Softmax(Layer):
             "@cuda.jit(cache=True)", "def NAME(A, P):",
             f"    red = cuda.shared.array({T}, float32)",
             "    t = int32(cuda.threadIdx.x)",
-            f"    base = {lo._row_base('int32(cuda.blockIdx.x)', C, I)}",
+            f"    base = {lo.row_base('int32(cuda.blockIdx.x)', C, I)}",
             f"    xb = {ix(f'{i(x_off)} + base')}",
             f"    yb = {ix(f'{i(y_off)} + base')}",
             f"    m = {f32(-math.inf)}",
