@@ -264,3 +264,22 @@ class Dropout(_Pointwise):
 
     def reference(self, torch, xs, a, p, node):
         return [xs[0].clone()]
+
+
+@register
+class Swish(_Pointwise):
+    """y = x * sigmoid(beta * x), the Caffe fork layer (`swish_param { beta }`); SiLU at beta 1."""
+    type = "Swish"
+    messages = ("swish_param",)
+    params = (Param("beta", "float", 1.0, min=None),)
+    short = "swish"
+
+    def element_ops(self, a):
+        return Ops(mul=1 if a["beta"] != 1 else 0, exp=1, add=1, div=1)
+
+    def activation(self, a, k):
+        bx = "v" if a["beta"] == 1 else f"({k.f32(a['beta'])} * v)"
+        return [f"v = v / ({k.one} + {k.math}.exp(-{bx}))"]
+
+    def reference(self, torch, xs, a, p, node):
+        return [xs[0] * torch.sigmoid(a["beta"] * xs[0])]
