@@ -45,10 +45,25 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import netc  # noqa: E402
-from netc.runtime.commands import measure_sgemm  # noqa: E402
+from netc.runtime.bench import measure_sgemm  # noqa: E402
 
-REFS = Path("/work/shared/refs/caffe")
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _find_refs() -> Path:
+    """The Caffe reference files: $NETC_REFS, else shared/refs/caffe (or refs/caffe) in a folder
+    above this file, as tests/conftest.py finds them."""
+    if os.environ.get("NETC_REFS"):
+        return Path(os.environ["NETC_REFS"])
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        for cand in (parent / "shared" / "refs" / "caffe", parent / "refs" / "caffe"):
+            if cand.is_dir():
+                return cand
+    return ROOT.parent / "shared" / "refs" / "caffe"
+
+
+REFS = _find_refs()
 
 
 class TorchNet(torch.nn.Module):

@@ -404,17 +404,3 @@ def svg_text(net, *, rankdir="TB", collapse=None, detail="shapes", batch=1) -> s
     _prepare(net, detail, collapse, batch)
     text = to_dot(net.graph, rankdir=rankdir, collapse=collapse, detail=detail, title=net.name)
     return render(text, "svg").decode("utf-8")
-
-
-def draw_command(args) -> int:
-    import sys
-    from .network import load
-    net = load(args.model, phase=getattr(args, "phase", "test"))
-    for loc, msg in net.graph.graph.get("warnings", []):
-        print(f"{loc}: warning: {msg}", file=sys.stderr)
-    def warn(e: NetcError):
-        print(e.render().replace(": error: ", ": warning: drawing without shapes: ", 1), file=sys.stderr)
-
-    draw(net, args.output, rankdir=args.rankdir, collapse=args.collapse, detail=args.detail,
-         batch=getattr(args, "batch", 1), on_warning=warn)
-    return 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import re
-import sys
 from pathlib import Path
 
 from . import passes
@@ -198,10 +197,10 @@ def _diagram_svg(net) -> tuple[str, str]:
 
 
 def render_html(analysis, *, diagram: bool = True) -> str:
-    return _page(analysis, diagram)[0]
+    return page_and_notice(analysis, diagram)[0]
 
 
-def _page(analysis, diagram: bool = True) -> tuple[str, str]:
+def page_and_notice(analysis, diagram: bool = True) -> tuple[str, str]:
     """(html, why the diagram is missing or "")."""
     net = analysis.network
     g = net.graph
@@ -276,19 +275,3 @@ def _page(analysis, diagram: bool = True) -> tuple[str, str]:
     parts.append("</tbody></table>")
     parts.append(f"<script>{SCRIPT}</script></body></html>\n")
     return "\n".join(parts), notice
-
-
-def report_command(args) -> int:
-    from .network import load
-    net = load(args.model, phase=getattr(args, "phase", "test"))
-    for loc, msg in net.graph.graph.get("warnings", []):
-        print(f"{loc}: warning: {msg}", file=sys.stderr)
-    analysis = net.analyze(batch=getattr(args, "batch", 1))
-    page, notice = _page(analysis)
-    if notice:
-        print(f"warning: the report has no diagram: {notice}", file=sys.stderr)
-    try:
-        Path(args.output).write_text(page, encoding="utf-8")
-    except OSError as e:
-        raise NetcError(f"cannot write {args.output}: {e.strerror}") from None
-    return 0

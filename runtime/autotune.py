@@ -28,7 +28,7 @@ import numpy as np
 from ..compiler.codegen import cuda_gemm as gemm
 from ..compiler.codegen.modules import cache_dir
 from ..compiler.errors import NetcError
-from .cuda_executor import require_cuda, simulator
+from .cuda_device import require_cuda, simulator
 
 MIN_TRIAL_MS = 2.0     # launches per timed interval: enough to cover this (event resolution ~0.5 us)
 REPEATS = 5            # timed intervals per candidate; the median is kept

@@ -23,6 +23,14 @@ class _Pointwise(Layer):
     def element_ops(self, a) -> Ops:
         return self.per_element
 
+    @property
+    def cost(self) -> str:
+        e = self.per_element
+        parts = [f"{v} {one if v == 1 else many}" for one, many, v in (
+            ("comparison", "comparisons", e.comp), ("add", "adds", e.add), ("multiply", "multiplies", e.mul),
+            ("divide", "divides", e.div), ("exp", "exps", e.exp)) if v]
+        return "per element: " + (", ".join(parts) or "none (identity)")
+
     def lower_cpu(self, lo, n):
         from ..codegen.cpu_kit import i
         d = lo.g.nodes[n]
@@ -62,6 +70,7 @@ ACTS
 @register
 class ReLU(_Pointwise):
     type = "ReLU"
+    cost = "per element: 1 comparison (+ 1 multiply with a negative slope)"
     aliases = ("RELU",)
     messages = ("relu_param",)
     params = (Param("negative_slope", "float", 0.0, min=None),)
@@ -225,6 +234,7 @@ class Clip(_Pointwise):
 class Power(_Pointwise):
     """(shift + scale * x) ^ power."""
     type = "Power"
+    cost = "per element: 1 multiply if scale != 1, 1 add if shift != 0, 1 power if power != 1"
     aliases = ("POWER",)
     messages = ("power_param",)
     params = (Param("power", "float", 1.0, min=None), Param("scale", "float", 1.0, min=None),
@@ -270,6 +280,7 @@ class Dropout(_Pointwise):
 class Swish(_Pointwise):
     """y = x * sigmoid(beta * x), the Caffe fork layer (`swish_param { beta }`); SiLU at beta 1."""
     type = "Swish"
+    cost = "per element: 1 exp, 1 add, 1 divide (+ 1 multiply if beta != 1)"
     messages = ("swish_param",)
     params = (Param("beta", "float", 1.0, min=None),)
     short = "swish"

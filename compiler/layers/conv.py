@@ -88,6 +88,7 @@ class _ConvBase(Layer):
 @register
 class Convolution(_ConvBase):
     type = "Convolution"
+    cost = "MACs: output elements x (input channels / group) x kh x kw; + 1 add per output with a bias"
     aliases = ("CONVOLUTION", "Conv")
     short = "conv"
 
@@ -408,6 +409,7 @@ ACTS
 class ConvolutionDepthwise(Convolution):
     """The depthwise layer of MobileNet/ShuffleNet Caffe forks: group is the input channel count."""
     type = "ConvolutionDepthwise"
+    cost = "MACs: output elements x kh x kw (group = channels); + 1 add per output with a bias"
     aliases = ("DepthwiseConvolution",)
     short = "dwconv"
 
@@ -418,6 +420,7 @@ class ConvolutionDepthwise(Convolution):
 @register
 class Deconvolution(_ConvBase):
     type = "Deconvolution"
+    cost = "MACs: input elements x (num_output / group) x kh x kw; + 1 add per output with a bias"
     aliases = ("DECONVOLUTION", "ConvTranspose")
     short = "deconv"
 

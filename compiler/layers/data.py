@@ -16,6 +16,7 @@ TRANSFORM = (
 
 
 class _Source(Layer):
+    cost = "none: fed by the user"
     family = "data"
     min_inputs = max_inputs = 0
     outputs = None
@@ -110,6 +111,7 @@ class DummyData(_Source):
 
 class _Loss(Layer):
     """Kept in the graph (people look for them) but outside the forward path."""
+    cost = "not counted: training only"
     family = "loss"
     short = "loss"
     forward = False

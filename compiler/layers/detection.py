@@ -26,6 +26,7 @@ def prior_aspect_ratios(a) -> list[float]:
 @register
 class PriorBox(Layer):
     type = "PriorBox"
+    cost = "not counted (box coordinates from the input size)"
     messages = ("prior_box_param",)
     params = (Param("min_size", "float", repeated=True, positive=True),
               Param("max_size", "float", repeated=True, positive=True),
@@ -60,6 +61,7 @@ class DetectionOutput(Layer):
     """Output is [1, 1, K, 7] rows of (image, label, score, xmin, ymin, xmax, ymax); K is
     data-dependent, so netc reports the bound: keep_top_k, or every prior x class if -1."""
     type = "DetectionOutput"
+    cost = "not counted (data-dependent: decoding and non-maximum suppression)"
     messages = ("detection_output_param",)
     params = (Param("num_classes", positive=True), Param("share_location", "bool", True),
               Param("background_label_id", default=0, min=None),
@@ -85,6 +87,7 @@ class DetectionOutput(Layer):
 @register
 class ROIPooling(Layer):
     type = "ROIPooling"
+    cost = "not counted (data-dependent windows)"
     messages = ("roi_pooling_param",)
     params = (Param("pooled_h", positive=True, default=1), Param("pooled_w", positive=True, default=1),
               Param("spatial_scale", "float", 1.0, positive=True))
@@ -102,6 +105,7 @@ class ROIPooling(Layer):
 @register
 class Python(Layer):
     type = "Python"
+    cost = "unknown (user code)"
     aliases = ("PYTHON",)
     messages = ("python_param",)
     params = (Param("module", "str"), Param("layer", "str"), Param("param_str", "str"),
@@ -123,6 +127,7 @@ class Implicit(Layer):
     """Netscope's marker for a network output ("implicit" layers in its Faster R-CNN presets):
     reads its bottoms, produces nothing, costs nothing."""
     type = "Implicit"
+    cost = "none: marks an output"
     aliases = ("implicit",)
     family = "other"
     short = "output"

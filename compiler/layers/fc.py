@@ -12,6 +12,7 @@ from .base import Layer, Ops, Param, numel, register
 @register
 class InnerProduct(Layer):
     type = "InnerProduct"
+    cost = "MACs: output elements x inputs per row; + 1 add per output with a bias"
     aliases = ("INNER_PRODUCT", "Linear", "FullyConnected")
     messages = ("inner_product_param",)
     params = (

@@ -103,6 +103,7 @@ ACTS
 @register
 class Concat(Layer):
     type = "Concat"
+    cost = "no arithmetic: a copy of each input"
     aliases = ("CONCAT",)
     messages = ("concat_param",)
     params = (Param("axis", default=1, min=None), Param("concat_dim"))
@@ -157,6 +158,7 @@ class Concat(Layer):
 @register
 class Slice(Layer):
     type = "Slice"
+    cost = "no arithmetic: a copy into each output"
     aliases = ("SLICE",)
     messages = ("slice_param",)
     params = (Param("axis", default=1, min=None), Param("slice_dim"), Param("slice_point", repeated=True))
@@ -215,6 +217,7 @@ class Slice(Layer):
 @register
 class Split(Layer):
     type = "Split"
+    cost = "no arithmetic: a copy per output"
     aliases = ("SPLIT",)
     family = "merge"
     short = "split"
@@ -246,6 +249,7 @@ class Split(Layer):
 @register
 class ShuffleChannel(Layer):
     type = "ShuffleChannel"
+    cost = "no arithmetic: a permuting copy"
     messages = ("shuffle_channel_param",)
     params = (Param("group", default=1, positive=True),)
     family = "merge"

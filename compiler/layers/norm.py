@@ -87,6 +87,7 @@ class BatchNorm(_AffineKernels):
     """Caffe's BatchNorm has no affine part (a Scale layer follows); its three blobs are stored
     statistics: mean, variance and the moving-average factor, counted as buffers (2C + 1)."""
     type = "BatchNorm"
+    cost = "per element: 1 add + 1 divide (+ 1 multiply + 1 add with affine)"
     aliases = ("BN",)
     messages = ("batch_norm_param",)
     params = (
@@ -166,6 +167,7 @@ class _ChannelAffine(_AffineKernels):
 @register
 class Scale(_ChannelAffine):
     type = "Scale"
+    cost = "per element: 1 multiply (+ 1 add with a bias)"
     messages = ("scale_param",)
     params = (Param("axis", default=1, min=None), Param("num_axes", default=1, min=None),
               Param("bias_term", "bool", False))
@@ -190,6 +192,7 @@ class Scale(_ChannelAffine):
 @register
 class Bias(_ChannelAffine):
     type = "Bias"
+    cost = "per element: 1 add"
     messages = ("bias_param",)
     params = (Param("axis", default=1, min=None), Param("num_axes", default=1, min=None))
     short = "bias"
@@ -209,6 +212,7 @@ class Bias(_ChannelAffine):
 class Normalize(Layer):
     """SSD's L2 normalization across channels with a learned per-channel scale."""
     type = "Normalize"
+    cost = "per element: 2 multiplies, 1 add, 1 divide; 1 square root per position"
     messages = ("norm_param",)
     params = (Param("across_spatial", "bool", True), Param("channel_shared", "bool", True),
               Param("eps", "float", 1e-10, positive=True))

@@ -23,6 +23,7 @@ def pooled_size(size: int, k: int, s: int, p: int, ceil: bool) -> int:
 @register
 class Pooling(Layer):
     type = "Pooling"
+    cost = "MAX: kh x kw comparisons per output; AVE: kh x kw adds + 1 divide per output"
     aliases = ("POOLING", "Pool")
     messages = ("pooling_param",)
     params = (
@@ -240,6 +241,7 @@ class Pooling(Layer):
 @register
 class LRN(Layer):
     type = "LRN"
+    cost = "per element: size (size^2 within a channel) + 1 multiplies and adds, 1 power, 1 divide"
     messages = ("lrn_param",)
     params = (
         Param("local_size", default=5, positive=True),

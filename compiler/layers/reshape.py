@@ -13,6 +13,7 @@ from .merge import _axis
 @register
 class Flatten(Layer):
     type = "Flatten"
+    cost = "none: a view of its input"
     aliases = ("FLATTEN",)
     messages = ("flatten_param",)
     params = (Param("axis", default=1, min=None), Param("end_axis", default=-1, min=None))
@@ -37,6 +38,7 @@ class Flatten(Layer):
 @register
 class Reshape(Layer):
     type = "Reshape"
+    cost = "none: a view of its input"
     messages = ("reshape_param",)
     params = (Param("shape", "shape"), Param("axis", default=0, min=None), Param("num_axes", default=-1, min=-1))
     family = "shape"
@@ -82,6 +84,7 @@ class Reshape(Layer):
 @register
 class Permute(Layer):
     type = "Permute"
+    cost = "no arithmetic: a permuting copy"
     messages = ("permute_param",)
     params = (Param("order", repeated=True),)
     family = "shape"
@@ -116,6 +119,7 @@ class Permute(Layer):
 @register
 class Crop(Layer):
     type = "Crop"
+    cost = "no arithmetic: a copy of the window"
     aliases = ("CROP",)
     messages = ("crop_param",)
     params = (Param("axis", default=2, min=None), Param("offset", repeated=True))
@@ -172,6 +176,7 @@ class Crop(Layer):
 @register
 class Softmax(Layer):
     type = "Softmax"
+    cost = "per element: 1 max, 2 adds, 1 exp, 1 divide"
     aliases = ("SOFTMAX",)
     messages = ("softmax_param",)
     params = (Param("axis", default=1, min=None),)

@@ -1,4 +1,5 @@
-"""The `netc` command: parse arguments, call the API, print. Nothing else lives here.
+"""The `netc` command: parse arguments, call the API, print. Every command's code lives in this
+package (common.py loads the model and prints its warnings for all of them).
 
 Heavy modules (numba, graphviz, the report writer) are imported inside the command that
 needs them, so `netc analyze` starts fast.
@@ -8,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .compiler.errors import NetcError
+from ..compiler.errors import NetcError
 
 EXIT_USER_ERROR = 2
 
@@ -101,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("weights", help="list the weight keys and shapes a model expects")
     _model(p)
+
+    p = sub.add_parser("layers", help="every layer type: family, aliases, parameters, cost rule, targets")
+    p.add_argument("--family", default=None, help="only this family (conv, pool, activation, ...)")
+    p.add_argument("--format", choices=("text", "json"), default="text")
     return ap
 
 
@@ -120,24 +125,17 @@ def main(argv=None) -> int:
 
 
 def _load(args):
-    from . import load
-    from .compiler.report import plain
-    net = load(args.model, phase=getattr(args, "phase", "test"))
-    for loc, msg in net.graph.graph.get("warnings", []):
-        print(f"{loc}: warning: {plain(msg)}", file=sys.stderr)
-    return net
+    from .common import load_model
+    return load_model(args)
 
 
 def _write(text: str, path: str | None) -> None:
-    if path:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
-    else:
-        sys.stdout.write(text)
+    from .common import write_output
+    write_output(text, path)
 
 
 def cmd_analyze(args):
-    from .compiler import report
+    from ..compiler import report
     net = _load(args)
     analysis = net.analyze(batch=args.batch, dtype=args.dtype)
     training = analysis.training_memory(args.training) if args.training else None
@@ -156,8 +154,8 @@ def cmd_convert(args):
 
 
 def cmd_fmt(args):
-    from .compiler.netlang import format_source
-    from .compiler.network import read_text, resolve
+    from ..compiler.netlang import format_source
+    from ..compiler.network import read_text, resolve
     path = resolve(args.model)
     text = read_text(path)
     out = format_source(text, str(path))
@@ -168,42 +166,44 @@ def cmd_fmt(args):
 
 
 def cmd_zoo(args):
-    from .compiler import report
-    report.print_zoo()
+    from .zoo import print_zoo
+    print_zoo()
     return 0
 
 
 def cmd_draw(args):
-    from .compiler.diagram import draw_command
+    from .draw import draw_command
     return draw_command(args)
 
 
 def cmd_report(args):
-    from .compiler.html_report import report_command
+    from .draw import report_command
     return report_command(args)
 
 
 def cmd_run(args):
-    from .runtime.commands import run_command
+    from .run import run_command
     return run_command(args)
 
 
 def cmd_bench(args):
-    from .runtime.commands import bench_command
+    from .run import bench_command
     return bench_command(args)
 
 
 def cmd_build(args):
-    from .runtime.commands import build_command
+    from .run import build_command
     return build_command(args)
 
 
 def cmd_weights(args):
-    from .runtime.commands import weights_command
+    from .run import weights_command
     return weights_command(args)
 
 
-COMMANDS = {name[4:]: fn for name, fn in globals().items() if name.startswith("cmd_")}
+def cmd_layers(args):
+    from .layers import layers_command
+    return layers_command(args)
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+
+COMMANDS = {name[4:]: fn for name, fn in globals().items() if name.startswith("cmd_")}

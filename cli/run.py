@@ -1,9 +1,9 @@
-"""`netc run | bench | build | weights`: argument handling and printing around the Python API."""
+"""`netc run | bench | build | weights`: argument handling and printing around the Python API
+(runtime/: Executable, runtime/bench.py)."""
 from __future__ import annotations
 
 import json
 import sys
-import time
 from functools import partial
 from pathlib import Path
 
@@ -12,14 +12,7 @@ import numpy as np
 from ..compiler.errors import NetcError
 from ..compiler.layers.base import fmt_shape
 from ..compiler.report import plain
-
-
-def _load(args):
-    from ..compiler.network import load
-    net = load(args.model, phase=getattr(args, "phase", "test"))
-    for loc, msg in net.graph.graph.get("warnings", []):
-        print(f"{loc}: warning: {plain(msg)}", file=sys.stderr)
-    return net
+from .common import load_model as _load
 
 
 def _input_source(net, ex):
@@ -99,7 +92,7 @@ def run_command(args) -> int:
             feeds[name] = np.random.default_rng(args.seed + 1 + k).standard_normal(shape).astype(np.float32)
             print(f"note: no --input; feeding random values to \"{plain(name)}\" {fmt_shape(shape)}", file=sys.stderr)
         elif isinstance(x, list):
-            from .images import load_images
+            from ..runtime.images import load_images
             _, attrs = _input_source(net, ex)
             feeds[name] = load_images(x, shape, attrs)
         else:
@@ -139,58 +132,13 @@ def _print_profile(rows, f, limit=None) -> None:
     print(f"{'total':<{w}}  {'':<20} {total * 1e3:8.3f}", file=f)
 
 
-def measure_sgemm(n: int = 2048, reps: int = 3) -> float:
-    """This machine's numpy sgemm GFLOP/s at n^3 (best of reps): the yardstick for bench."""
-    rng = np.random.default_rng(0)
-    a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
-    c = a @ b
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        np.matmul(a, b, out=c)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best / 1e9
-
-
-def bench(net, batch: int = 1, iters: int = 20, weights=None, target: str = "cpu", tune: bool = False) -> dict:
-    """Latency of whole runs (inputs in, outputs back: on the GPU, one synchronization each);
-    on the CPU also the fraction of this machine's sgemm speed it reaches."""
-    ex = net.compile(target, weights=weights, batch=batch, tune=tune)
-    _print_tune_report(ex, sys.stderr)
-    feeds = {name: np.random.default_rng(k).standard_normal(ex._view(ex.inputs[name]).shape).astype(np.float32)
-             for k, name in enumerate(ex.required_inputs)}
-    ex.run(feeds)
-    ex.run(feeds)
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        ex.run(feeds)
-        times.append(time.perf_counter() - t0)
-    t = np.array(times)
-    med = float(np.median(t))
-    flops = ex.analysis.totals["flops"]
-    peak = measure_sgemm() if target == "cpu" else None
-    rows = ex.profile(feeds, repeat=min(max(iters, 3), 10))
-    return {
-        "network": net.name, "batch": batch, "iters": iters,
-        "median_ms": med * 1e3, "p10_ms": float(np.percentile(t, 10)) * 1e3,
-        "p90_ms": float(np.percentile(t, 90)) * 1e3, "min_ms": float(t.min()) * 1e3,
-        "images_per_s": batch / med, "gflop": flops / 1e9, "gflops": flops / med / 1e9,
-        "target": target, "sgemm_peak_gflops": peak,
-        "fraction_of_sgemm_peak": flops / med / 1e9 / peak if peak else None,
-        "arena_bytes": ex.arena_bytes, "peak_activation_bytes": ex.peak_bytes,
-        "autotune": getattr(ex, "tune_report", None),
-        "slowest": [{"layer": r["name"], "type": r["type"], "ms": r["seconds"] * 1e3,
-                     "gflops": r["flops"] / r["seconds"] / 1e9 if r["seconds"] else 0.0,
-                     "fused": r["layers"][1:]} for r in sorted(rows, key=lambda r: -r["seconds"])[:10]],
-    }
-
-
 def bench_command(args) -> int:
     if args.iters < 1 or args.batch < 1:
         raise NetcError("--iters and --batch must be positive")
+    from ..runtime.bench import bench
     target = _target(args)
-    r = bench(_load(args), args.batch, args.iters, target=target, tune=args.tune)
+    r = bench(_load(args), args.batch, args.iters, target=target, tune=args.tune,
+              report_tuning=_print_tune_report)
     if args.format == "json":
         print(json.dumps(r, indent=2))
         return 0
@@ -217,7 +165,7 @@ def build_command(args) -> int:
     if args.tiles:
         raise NetcError("--tiles chooses GEMM tiles of the CUDA target: use it with --target cuda")
     from ..compiler.codegen.lowering import Namespace
-    from .executor import generate
+    from ..runtime.executor import generate
     net = _load(args)
     prog, _ = generate(net, batch=args.batch)
     out = Path(args.output)
@@ -231,7 +179,7 @@ def build_command(args) -> int:
 
 
 def weights_command(args) -> int:
-    from .weights import expected, optional
+    from ..runtime.weights import expected, optional
     net = _load(args)
     net.analyze(batch=1)
     keys = expected(net.graph)
@@ -258,9 +206,9 @@ def build_cuda(args) -> int:
     import re
     from ..compiler.codegen.lowering import Namespace
     from ..compiler.codegen.ptx import nvdisasm_path, ptxas_path
-    from .cuda_executor import cuda_lower, numba_cuda
-    from .kernel_pool import compile_ptx_many
-    from .executor import generate
+    from ..runtime.cuda_executor import cuda_lower, numba_cuda
+    from ..runtime.executor import generate
+    from ..runtime.kernel_pool import compile_ptx_many
     numba_cuda()
     m = re.fullmatch(r"sm_(\d+)(\d)", args.arch)
     if not m:
@@ -271,7 +219,7 @@ def build_cuda(args) -> int:
     net = _load(args)
     tiles, tuned = None, None
     if args.tiles:
-        from .autotune import tiles_from_file
+        from ..runtime.autotune import tiles_from_file
         device, tiles, stale = tiles_from_file(args.tiles)
         tuned = {"file": str(args.tiles), "device": device, "stale": stale}
         if stale:
