@@ -167,11 +167,12 @@ def step_bytes(ex, step) -> float:
 
 def netc_device_ms(cuda, ex, iters: int) -> tuple[float, list[float]]:
     """Whole-network and per-step medians of CUDA-event intervals (launches only: no feed, no fetch)."""
-    run_all = lambda: [launch(ex.arena, ex.params) for launches in ex.steps for launch in launches]  # noqa: E731
-    total = event_median_ms(cuda, run_all, iters, ex.stream)
+    t = ex.target
+    run_all = lambda: [launch(t.arena, t.params) for launches in t.steps for launch in launches]  # noqa: E731
+    total = event_median_ms(cuda, run_all, iters, t.stream)
     per_step = []
-    for launches in ex.steps:
-        per_step.append(event_median_ms(cuda, lambda: [l(ex.arena, ex.params) for l in launches], iters, ex.stream))
+    for launches in t.steps:
+        per_step.append(event_median_ms(cuda, lambda: [l(t.arena, t.params) for l in launches], iters, t.stream))
     return total, per_step
 
 
@@ -186,7 +187,7 @@ def bench_network(cuda, torch, name: str, batch: int, iters: int, device: str = 
     ex = net.compile(target="cuda", batch=batch)
     compile_s = time.perf_counter() - t0
     feed = ex.required_inputs[0]
-    shape = ex.places[ex.inputs[feed]][1]
+    shape = ex.input_shape(feed)
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     tnet = TorchNet(net, ex.weights).eval()
     tnet.w = {k: v.to(device) for k, v in tnet.w.items()}
@@ -228,7 +229,7 @@ def cache_counts(ex) -> dict:
     the cache, the first run should only hit."""
     hits = misses = 0
     for name in ex.program.kernels:
-        k = getattr(ex.module, name)
+        k = getattr(ex.target.module, name)
         hits += sum(getattr(k, "_cache_hits", {}).values())
         misses += sum(getattr(k, "_cache_misses", {}).values())
     return {"hits": hits, "misses": misses}

@@ -52,7 +52,7 @@ def _target(args) -> str:
 def _print_tune_report(ex, f) -> None:
     """What the autotuner chose (runtime/autotune.py): one line per GEMM problem whose tile
     differs from the default, then a total."""
-    rows = getattr(ex, "tune_report", None)
+    rows = ex.tune_report
     if not rows:
         return
     for r in rows:
@@ -87,7 +87,7 @@ def run_command(args) -> int:
         raise NetcError(f"this network has {len(ex.required_inputs)} inputs; --input feeds one")
     feeds = {}
     for k, name in enumerate(ex.required_inputs):
-        shape = ex._view(ex.inputs[name]).shape
+        shape = ex.input_shape(name)
         if x is None:
             feeds[name] = np.random.default_rng(args.seed + 1 + k).standard_normal(shape).astype(np.float32)
             print(f"note: no --input; feeding random values to \"{plain(name)}\" {fmt_shape(shape)}", file=sys.stderr)
@@ -206,7 +206,8 @@ def build_cuda(args) -> int:
     import re
     from ..compiler.codegen.lowering import Namespace
     from ..compiler.codegen.ptx import nvdisasm_path, ptxas_path
-    from ..runtime.cuda_executor import cuda_lower, numba_cuda
+    from ..runtime.cuda_device import numba_cuda
+    from ..runtime.cuda_executor import cuda_lower
     from ..runtime.executor import generate
     from ..runtime.kernel_pool import compile_ptx_many
     numba_cuda()

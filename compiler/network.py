@@ -133,14 +133,15 @@ class Network:
         """Generated kernels for `target` ("cpu" or "cuda"); weights: .npz path, {key: array} or
         None (seeded random). `blobs` names intermediate blobs to keep readable through fusion.
         `tune` (cuda): GEMM tiles timed on this GPU and cached per GPU model (runtime/autotune.py)."""
-        if target == "cuda":
-            from ..runtime.cuda_executor import CudaExecutable
-            return CudaExecutable(self, weights=weights, batch=batch, seed=seed, blobs=blobs, tune=tune)
-        if target != "cpu":
+        if target not in ("cpu", "cuda"):
             raise NetcError(f'unknown target "{target}" (use cpu or cuda)')
-        if tune:
+        if tune and target != "cuda":
             raise NetcError("tile autotuning is for the CUDA target (target=\"cuda\", --gpu)")
         from ..runtime.executor import Executable
+        if target == "cuda":
+            from ..runtime.cuda_executor import CudaTarget
+            return Executable(self, weights=weights, batch=batch, seed=seed, blobs=blobs,
+                              target=CudaTarget(tune=tune))
         return Executable(self, weights=weights, batch=batch, seed=seed, blobs=blobs)
 
     def draw(self, path=None, *, rankdir="TB", collapse=None, detail="shapes", format=None):

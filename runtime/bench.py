@@ -27,7 +27,7 @@ def bench(net, batch: int = 1, iters: int = 20, weights=None, target: str = "cpu
     ex = net.compile(target, weights=weights, batch=batch, tune=tune)
     if report_tuning is not None:
         report_tuning(ex, sys.stderr)
-    feeds = {name: np.random.default_rng(k).standard_normal(ex._view(ex.inputs[name]).shape).astype(np.float32)
+    feeds = {name: np.random.default_rng(k).standard_normal(ex.input_shape(name)).astype(np.float32)
              for k, name in enumerate(ex.required_inputs)}
     ex.run(feeds)
     ex.run(feeds)
@@ -49,7 +49,7 @@ def bench(net, batch: int = 1, iters: int = 20, weights=None, target: str = "cpu
         "target": target, "sgemm_peak_gflops": peak,
         "fraction_of_sgemm_peak": flops / med / 1e9 / peak if peak else None,
         "arena_bytes": ex.arena_bytes, "peak_activation_bytes": ex.peak_bytes,
-        "autotune": getattr(ex, "tune_report", None),
+        "autotune": ex.tune_report,
         "slowest": [{"layer": r["name"], "type": r["type"], "ms": r["seconds"] * 1e3,
                      "gflops": r["flops"] / r["seconds"] / 1e9 if r["seconds"] else 0.0,
                      "fused": r["layers"][1:]} for r in sorted(rows, key=lambda r: -r["seconds"])[:10]],

@@ -1,8 +1,11 @@
-"""Executable: a compiled network bound to one float32 arena, run step by step.
+"""Executable: a compiled network bound to one float32 arena, run step by step, on any target.
 
 The arena follows the analysis' buffer plan (compiler/plan.py gives each buffer an offset), so
 what `netc analyze` reports as peak activation memory is what a run allocates. Requested blobs
 are copied out right after the step that finalizes them, because their bytes are reused later.
+
+`Executable` is the same for every target; a target object only knows how to lower, load,
+allocate, feed, fetch and launch: `CpuTarget` here, `CudaTarget` in cuda_executor.py.
 """
 from __future__ import annotations
 
@@ -77,33 +80,76 @@ def generate(net, batch: int | None = None, weights=None, seed: int = 0, blobs=(
                   "offsets": offsets, "length": length}
 
 
-class Executable:
-    def __init__(self, net, weights=None, batch: int | None = None, seed: int = 0, blobs=()):
-        self.network = net
-        self.program, ctx = generate(net, batch, weights, seed, blobs)
-        self.analysis, self.weights, self.blob_key = ctx["analysis"], ctx["weights"], ctx["blob_key"]
-        self.order, offsets, length = ctx["order"], ctx["offsets"], ctx["length"]
-        g = net.graph
-        memory.require({"activation arena": 4 * length, "scratch": 4 * self.program.scratch}, batch or 1)
-        self.module = load_module(self.program.source)
+class CpuTarget:
+    """numba kernels and numpy sgemm over one host arena and a scratch array."""
+
+    name = "cpu"
+
+    def lower(self, g, weights, buffer_of, keep):
+        return lower(g, weights, buffer_of, keep, parallel=loops_parallel())
+
+    def load(self, program, offsets: list, length: int, batch: int) -> None:
+        memory.require({"activation arena": 4 * length, "scratch": 4 * program.scratch}, batch)
+        self.module = load_module(program.source)
         try:
             self.arena = np.zeros(max(length, 1), np.float32)
-            self.scratch = np.zeros(max(self.program.scratch, 1), np.float32)
+            self.scratch = np.zeros(max(program.scratch, 1), np.float32)
         except MemoryError:
-            raise NetcError(f"cannot allocate {4 * (length + self.program.scratch):,} bytes for the "
+            raise NetcError(f"cannot allocate {4 * (length + program.scratch):,} bytes for the "
                             f"activation arena and scratch; try a smaller --batch") from None
         self.arena_bytes = length * 4
-        self.peak_bytes = self.analysis.totals["peak_activation_bytes"]
         self.views = []
-        for b, shape in self.program.views:
+        for b, shape in program.views:
             size = int(np.prod(shape, dtype=np.int64))
             self.views.append(self.arena[offsets[b]:offsets[b] + size].reshape(shape))
-        self.steps = self.module.make(self.views, self.scratch, self.program.params)
-        self._index_blobs(g)
+        self.view_of = program.view_of
+        self.steps = self.module.make(self.views, self.scratch, program.params)
+
+    def shape(self, key) -> tuple:
+        return self.views[self.view_of[key]].shape
+
+    def write(self, key, arr: np.ndarray) -> None:
+        np.copyto(self.views[self.view_of[key]], arr, casting="unsafe")
+
+    def fetch(self, key) -> np.ndarray:
+        return self.views[self.view_of[key]].copy()
+
+    def launch(self, k: int) -> None:
+        self.steps[k]()
+
+    def sync(self) -> None:
+        pass
+
+
+class Executable:
+    """A network compiled for `target` (default the CPU): `run`, `profile`, `__call__`.
+    Attributes for tools: `program` (what the target generated), `analysis`, `weights`,
+    `inputs` / `outputs` (blob names), `arena_bytes`, `peak_bytes`, `target`."""
+
+    def __init__(self, net, weights=None, batch: int | None = None, seed: int = 0, blobs=(), target=None):
+        self.network = net
+        self.target = target if target is not None else CpuTarget()
+        self.program, ctx = generate(net, batch, weights, seed, blobs, target_lower=self.target.lower)
+        self.analysis, self.weights, self.blob_key = ctx["analysis"], ctx["weights"], ctx["blob_key"]
+        self.order = ctx["order"]
+        self.target.load(self.program, ctx["offsets"], ctx["length"], batch or 1)
+        self.arena_bytes = self.target.arena_bytes
+        self.peak_bytes = self.analysis.totals["peak_activation_bytes"]
+        self._index_blobs(net.graph)
+
+    @property
+    def tune_report(self):
+        """The CUDA target's autotuning choices (None elsewhere or untuned)."""
+        return getattr(self.target, "tune_report", None)
+
+    @property
+    def compile_report(self):
+        """What the CUDA target's compile workers did (None elsewhere)."""
+        return getattr(self.target, "compile_report", None)
 
     def _index_blobs(self, g) -> None:
         """Types and FLOPs per node, the network's inputs, and its outputs (blobs nobody reads
-        that are materialized), for both targets."""
+        that are materialized)."""
         self.types = {n: g.nodes[n]["type"] for n in self.order}
         self.flops = {n: g.nodes[n]["ops"].flops for n in self.order}
         layer = {n: REGISTRY[self.types[n]] for n in self.order}
@@ -120,31 +166,34 @@ class Executable:
             raise NetcError(f'no blob named "{blob}"' + did_you_mean(blob, list(self.blob_key)))
         return self.blob_key[blob]
 
-    def _view(self, key):
-        return self.views[self.program.view_of[key]]
-
     @property
     def required_inputs(self) -> list[str]:
         """Inputs a caller must feed: a Data layer's label top is optional (zeros)."""
         return [b for b, (n, p) in self.inputs.items() if REGISTRY[self.types[n]].feeds(p)]
 
+    def input_shape(self, name: str) -> tuple:
+        """The shape input blob `name` must be fed with."""
+        if name not in self.inputs:
+            raise NetcError(f'"{name}" is not an input of this network (inputs: {", ".join(self.inputs)})')
+        return tuple(self.target.shape(self.inputs[name]))
+
     def _feed(self, feeds: dict) -> None:
         for name, arr in feeds.items():
-            if name not in self.inputs:
-                raise NetcError(f'"{name}" is not an input of this network (inputs: {", ".join(self.inputs)})')
-            view = self._view(self.inputs[name])
+            shape = self.input_shape(name)
             arr = np.asarray(arr)
-            if arr.shape != view.shape:
-                hint = (" (compile with batch=%d)" % arr.shape[0]) if arr.shape[1:] == view.shape[1:] else ""
+            if arr.shape != shape:
+                hint = (" (compile with batch=%d)" % arr.shape[0]) if arr.shape[1:] == shape[1:] else ""
                 raise NetcError(f'input "{name}" has shape {fmt_shape(arr.shape)}; this executable was '
-                                f"compiled for {fmt_shape(view.shape)}{hint}")
-            np.copyto(view, arr, casting="same_kind")
+                                f"compiled for {fmt_shape(shape)}{hint}")
+            if arr.dtype.kind not in "fiub":
+                raise NetcError(f'input "{name}" holds {arr.dtype}; expected numbers')
+            self.target.write(self.inputs[name], np.ascontiguousarray(arr, np.float32))
         missing = [b for b in self.required_inputs if b not in feeds]
         if missing:
             raise NetcError(f"missing input(s): {', '.join(missing)}")
         for b, key in self.inputs.items():
             if b not in feeds:
-                self._view(key).fill(0)
+                self.target.write(key, np.zeros(self.target.shape(key), np.float32))
 
     def _wanted(self, blobs) -> dict[str, list]:
         """Blobs asked for, grouped by the node after whose step they are read."""
@@ -164,16 +213,18 @@ class Executable:
         want = self._wanted(blobs)
         got = {}
         if not want:
-            for fn in self.steps:
-                fn()
+            for k in range(len(self.program.steps)):
+                self.target.launch(k)
         for n in self.order if want else ():
             k = self.program.step_at.get(n)
             if k is not None:
-                self.steps[k]()
+                self.target.launch(k)
             for b in want.get(n, ()):
-                got[b] = self._view(self.blob_key[b]).copy()
+                got[b] = self.target.fetch(self.blob_key[b])
         for o in self.outputs:
-            got.setdefault(o, self._view(self.blob_key[o]).copy())
+            if o not in got:
+                got[o] = self.target.fetch(self.blob_key[o])
+        self.target.sync()
         return got
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -185,13 +236,16 @@ class Executable:
         return self.run({req[0]: x})[self.outputs[-1]]
 
     def profile(self, feeds: dict, repeat: int = 1) -> list[dict]:
-        """Per step: layers, type, seconds (median of `repeat` runs), flops of its layers."""
+        """Per step: layers, type, seconds (median of `repeat` runs, each step waited for),
+        flops of its layers."""
         self._feed(feeds)
-        times = np.zeros((repeat, len(self.steps)))
+        self.target.sync()
+        times = np.zeros((repeat, len(self.program.steps)))
         for r in range(repeat):
-            for k, fn in enumerate(self.steps):
+            for k in range(len(self.program.steps)):
                 t0 = time.perf_counter()
-                fn()
+                self.target.launch(k)
+                self.target.sync()
                 times[r, k] = time.perf_counter() - t0
         med = np.median(times, axis=0)
         return [{"layers": s.layers, "name": s.layers[0], "type": s.type, "seconds": float(t),
