@@ -114,11 +114,8 @@ class Network:
             raise NetcError(f"batch must be a positive integer, got {batch}")
         g = self.graph
         with quoting(self.source, g.graph["path"]):
-            passes.infer_shapes(g, batch)
-            passes.count_costs(g)
-            plan = passes.plan_memory(g, dtype)
-            passes.receptive_fields(g)
-        return Analysis(self, batch, dtype, plan)
+            results = passes.run(g, passes.Options(batch, dtype))
+        return Analysis(self, batch, dtype, results["plan_memory"])
 
     def to_net(self) -> str:
         from .emit import to_net

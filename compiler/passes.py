@@ -1,12 +1,15 @@
 """The analysis pipeline: plain functions over the IR in topological (file) order.
 
-    infer_shapes -> count_costs -> plan_memory -> receptive_fields
+    PIPELINE = infer_shapes -> count_costs -> plan_memory -> receptive_fields
 
-Each pass reads what earlier passes wrote on the nodes and adds its own keys; run one alone
-in a test by running the ones before it. Integers stay Python ints, so absurd sizes stay exact.
+Each pass takes the graph and the run's `Options` (batch, dtype), reads what earlier passes
+wrote on the nodes, adds its own keys and may return a result (`run` collects them by pass
+name); run one alone in a test by running the ones before it. Integers stay Python ints, so
+absurd sizes stay exact.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from fractions import Fraction
 import networkx as nx
 
@@ -17,6 +20,12 @@ from .layers.base import fmt_shape
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
 
 
+@dataclass(frozen=True)
+class Options:
+    batch: int | None = 1      # replaces every source layer's first dimension (None: as written)
+    dtype: str = "float32"     # element type of activations and parameters, for byte counts
+
+
 def forward_nodes(g: nx.DiGraph):
     return [n for n in g.nodes if g.nodes[n]["forward"]]
 
@@ -25,8 +34,9 @@ def in_shapes(g: nx.DiGraph, n: str) -> list[tuple]:
     return [g.nodes[src]["shapes"][port] for src, port in g.nodes[n]["inputs"]]
 
 
-def infer_shapes(g: nx.DiGraph, batch: int | None = 1) -> None:
-    """Output shapes per Caffe's rules. `batch` replaces every source layer's first dimension."""
+def infer_shapes(g: nx.DiGraph, opts: Options = Options()) -> None:
+    """Output shapes per Caffe's rules."""
+    batch = opts.batch
     for n in g.nodes:
         d = g.nodes[n]
         layer = REGISTRY[d["type"]]
@@ -56,7 +66,7 @@ def infer_shapes(g: nx.DiGraph, batch: int | None = 1) -> None:
         d["shapes"] = [tuple(s) for s in outs]
 
 
-def count_costs(g: nx.DiGraph) -> None:
+def count_costs(g: nx.DiGraph, opts: Options = Options()) -> None:
     """Learnable parameters, stored buffers and operation counts per layer."""
     for n in g.nodes:
         d = g.nodes[n]
@@ -69,7 +79,7 @@ def count_costs(g: nx.DiGraph) -> None:
         d["ops"] = layer.ops(ins, outs, a) if (ins and not d["declared"]) else Ops()
 
 
-def plan_memory(g: nx.DiGraph, dtype: str = "float32") -> dict:
+def plan_memory(g: nx.DiGraph, opts: Options = Options()) -> dict:
     """Liveness-based buffer plan for one forward pass.
 
     A pointwise layer writes over its input when nothing later reads that input (Caffe's
@@ -78,7 +88,7 @@ def plan_memory(g: nx.DiGraph, dtype: str = "float32") -> dict:
     Returns {"peak": bytes, "buffers": {buffer id: bytes}} and sets per node `buffer_of`
     (one buffer id per output) and `new_bytes` (bytes this layer allocated).
     """
-    size = DTYPE_BYTES[dtype]
+    size = DTYPE_BYTES[opts.dtype]
     order = forward_nodes(g)
     position = {n: i for i, n in enumerate(order)}
     last_use: dict[tuple[str, int], int] = {}   # (layer, port) -> position of its last reader
@@ -117,7 +127,7 @@ def plan_memory(g: nx.DiGraph, dtype: str = "float32") -> dict:
     return {"peak": peak, "buffers": buffer_bytes}
 
 
-def receptive_fields(g: nx.DiGraph) -> None:
+def receptive_fields(g: nx.DiGraph, opts: Options = Options()) -> None:
     """Receptive field (size) and jump (effective stride) per output, per spatial axis, in input
     pixels: merges take the largest of their inputs, then each layer applies its rule
     (`Layer.receptive`; a layer with a declared output shape passes them through)."""
@@ -134,3 +144,8 @@ def receptive_fields(g: nx.DiGraph) -> None:
 
 
 PIPELINE = (infer_shapes, count_costs, plan_memory, receptive_fields)
+
+
+def run(g: nx.DiGraph, opts: Options, pipeline=PIPELINE) -> dict:
+    """Every pass in order; pass name -> what it returned."""
+    return {p.__name__: p(g, opts) for p in pipeline}

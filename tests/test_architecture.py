@@ -120,3 +120,17 @@ def test_no_absolute_machine_path_in_the_repository():
         text = p.read_text(errors="replace")
         hits += [f"{f}:{text.count(chr(10), 0, m.start()) + 1}" for m in pattern.finditer(text)]
     assert not hits, hits
+
+
+def test_analyzing_at_another_batch_leaves_a_compiled_executable_alone():
+    import numpy as np
+    from netc.compiler.network import load
+    net = load("lenet")
+    ex = net.compile(batch=2)
+    x = np.random.default_rng(0).standard_normal(ex.input_shape("data")).astype(np.float32)
+    before = ex(x)
+    rows_before = [r.output_shapes for r in ex.analysis.layers]
+    net.analyze(batch=5)
+    assert ex.input_shape("data") == (2, 1, 28, 28)
+    assert [r.output_shapes for r in ex.analysis.layers] == rows_before
+    np.testing.assert_array_equal(ex(x), before)
