@@ -52,6 +52,7 @@ ONE = np.float32(1.0)
 # than the ~100 us of work it would take over (1 << 15 -> 1 << 18 made SqueezeNet, GoogLeNet and
 # ResNet-50 faster at 2 threads on a loaded machine).
 PAR_MIN = 1 << 18
+PRANGE = re.compile(r"(?<![\w.])prange\(")
 
 
 @dataclass
@@ -96,7 +97,9 @@ class Lowering(BaseLowering):
     # ---- emission helpers -----------------------------------------------------------------
     def kernel(self, kind: str, text: str, work: int, acts: list[str] = ()) -> str:
         """Register a kernel (deduplicated by text). A line `ACTS` in the template becomes the
-        statements `acts`, indented like the line above it."""
+        statements `acts`, indented like the line above it. Loops written `prange(` may run in
+        parallel: they become numba's prange when `work` (elements x a per-kernel cost factor)
+        pays for the threads, else plain loops."""
         par = "True" if self.parallel and work >= PAR_MIN else "False"
         lines = text.split("\n")
         for j, line in enumerate(lines):
@@ -105,8 +108,7 @@ class Lowering(BaseLowering):
                 indent = below[:len(below) - len(below.lstrip())]
                 lines[j] = "\n".join(indent + a for a in acts)
         text = textwrap.dedent("\n".join(l for l in lines if l != "")).strip("\n")
-        # the first loop is the parallel one (a template may mark more with nb.prange)
-        text = text.replace("range(", "nb.prange(", 1) if par == "True" else text.replace("nb.prange(", "range(")
+        text = PRANGE.sub("nb.prange(" if par == "True" else "range(", text)
         text = f"@nb.njit(cache=True, fastmath=True, parallel={par}, boundscheck=False, error_model='numpy')\n{text}\n"
         if text not in self.kernels:
             name = f"k_{kind}_{len(self.kernels)}"

@@ -46,7 +46,7 @@ class _Pointwise(Layer):
             return [n, *extra]
         k = lo.kernel(d["type"].lower(), f"""
             def NAME(x, y):
-                for j in range({i(size)}):
+                for j in prange({i(size)}):
                     v = x[j]
 ACTS
                     y[j] = v
@@ -113,7 +113,7 @@ class PReLU(_Pointwise):
         x, y = lo.view(d["inputs"][0], (N, C, S)), lo.view((out, 0), (N, C, S))
         k = lo.kernel("prelu", f"""
             def NAME(x, w, y):
-                for r in range({i(N * C)}):
+                for r in prange({i(N * C)}):
                     n = r // {i(C)}
                     c = r % {i(C)}
                     s = w[c]

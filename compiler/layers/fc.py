@@ -94,7 +94,7 @@ class InnerProduct(Layer):
         from ..codegen.cpu_kit import i
         k = lo.kernel("rowbias", f"""
             def NAME(y, b):
-                for j in range({i(O)}):
+                for j in prange({i(O)}):
                     for r in range({i(R)}):
                         v = y[r, j] + b[j]
 ACTS

@@ -82,7 +82,7 @@ class Eltwise(Layer):
         args = ", ".join(f"x{j}" for j in range(k_in))
         k = lo.kernel("eltwise", f"""
             def NAME(y, {args}):
-                for j in range({i(size)}):
+                for j in prange({i(size)}):
 ACTS
                     y[j] = v
             """, size * k_in * 2, lines + acts)

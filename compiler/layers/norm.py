@@ -41,7 +41,7 @@ class _AffineKernels(Layer):
         x, y = lo.view(d["inputs"][0], (N, C, S)), lo.view((out, 0), (N, C, S))
         k = lo.kernel("affine", f"""
             def NAME(x, m, a, y):
-                for r in range({i(N * C)}):
+                for r in prange({i(N * C)}):
                     n = r // {i(C)}
                     c = r % {i(C)}
                     mc = m[n * {i(mn)}, c]
@@ -245,7 +245,7 @@ class Normalize(Layer):
         if a["across_spatial"]:
             k = lo.kernel("l2norm", f"""
                 def NAME(x, w, y):
-                    for n in range({i(N)}):
+                    for n in prange({i(N)}):
                         s = Z
                         for c in range({i(C)}):
                             for j in range({i(S)}):
@@ -258,7 +258,7 @@ class Normalize(Layer):
         else:
             k = lo.kernel("l2norm", f"""
                 def NAME(x, w, y):
-                    for n in range({i(N)}):
+                    for n in prange({i(N)}):
                         for j in range({i(S)}):
                             s = Z
                             for c in range({i(C)}):

@@ -143,7 +143,7 @@ class Pooling(Layer):
                             y[r, oh, ow] = {fin}"""
         k = lo.kernel("pool", f"""
             def NAME(x, y):
-                for r in range({i(N * C)}):
+                for r in prange({i(N * C)}):
                     for oh in range({i(OH)}):
                         hs = oh * {i(SH)} - {i(PH)}
                         he = min(hs + {i(KH)}, {i(H + PH)})
@@ -177,7 +177,7 @@ class Pooling(Layer):
         WC = max(min(W, WP - PW), 0)           # input columns some window reads
         return lo.kernel("maxpool", f"""
             def NAME(x, y):
-                for g in range({i(-(-R // 16))}):
+                for g in prange({i(-(-R // 16))}):
                     xp = np.empty(({i(HP)}, {i(WP)}), np.float32)
                     for r in range(g * 16, min(g * 16 + 16, {i(R)})):
                         for h in range({i(HP)}):
@@ -288,7 +288,7 @@ class LRN(Layer):
             x, y = lo.view(d["inputs"][0], (N, C, H * W)), lo.view((n, 0), (N, C, H * W))
             k = lo.kernel("lrn", f"""
                 def NAME(x, y):
-                    for r in range({i(N * C)}):
+                    for r in prange({i(N * C)}):
                         n = r // {i(C)}
                         c = r % {i(C)}
                         s = np.zeros({i(H * W)}, np.float32)
@@ -304,7 +304,7 @@ class LRN(Layer):
             x, y = lo.view(d["inputs"][0], (N * C, H, W)), lo.view((n, 0), (N * C, H, W))
             k = lo.kernel("lrnwc", f"""
                 def NAME(x, y):
-                    for r in range({i(N * C)}):
+                    for r in prange({i(N * C)}):
                         for h in range({i(H)}):
                             for w in range({i(W)}):
                                 s = Z

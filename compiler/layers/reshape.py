@@ -201,7 +201,7 @@ class Softmax(Layer):
         x, y = lo.view(d["inputs"][0], (O, C, I)), lo.view((n, 0), (O, C, I))
         k = lo.kernel("softmax", f"""
             def NAME(x, y):
-                for o in range({i(O)}):
+                for o in prange({i(O)}):
                     for j in range({i(I)}):
                         m = x[o, 0, j]
                         for c in range(1, {i(C)}):

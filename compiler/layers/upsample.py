@@ -66,7 +66,7 @@ class Upsample(Layer):
         x, y = lo.view(d["inputs"][0], (N * C, H, W)), lo.view((out, 0), (N * C, OH, OW))
         k = lo.kernel("upsample", f"""
             def NAME(x, y):
-                for r in range({i(N * C)}):
+                for r in prange({i(N * C)}):
                     for oy in range({i(OH)}):
                         iy = oy * {i(H)} // {i(OH)}
                         for ox in range({i(OW)}):
