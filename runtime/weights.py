@@ -14,9 +14,8 @@ import networkx as nx
 import numpy as np
 
 from ..compiler.errors import NetcError
+from ..compiler.layers import REGISTRY
 from ..compiler.layers.base import fmt_shape
-
-OPTIONAL = {"BatchNorm": {"moving_average_factor": (1,)}}
 
 
 def expected(g: nx.DiGraph) -> dict[str, tuple]:
@@ -28,15 +27,14 @@ def expected(g: nx.DiGraph) -> dict[str, tuple]:
             continue
         for k, s in d.get("param_shapes", {}).items():
             keys[f"{n}.{k}"] = tuple(s)
-        if d["type"] == "BatchNorm":
-            for k in ("mean", "var"):
-                keys[f"{n}.{k}"] = tuple(d["buffer_shapes"][k])
+        for k in REGISTRY[d["type"]].required_buffers:
+            keys[f"{n}.{k}"] = tuple(d["buffer_shapes"][k])
     return keys
 
 
 def optional(g: nx.DiGraph) -> dict[str, tuple]:
     return {f"{n}.{k}": s for n in g.nodes if g.nodes[n]["forward"]
-            for k, s in OPTIONAL.get(g.nodes[n]["type"], {}).items()}
+            for k, s in REGISTRY[g.nodes[n]["type"]].optional_blobs(g.nodes[n]["attrs"]).items()}
 
 
 def load(g: nx.DiGraph, source) -> dict[str, np.ndarray]:
@@ -74,26 +72,15 @@ def load(g: nx.DiGraph, source) -> dict[str, np.ndarray]:
 
 
 def random(g: nx.DiGraph, seed: int = 0) -> dict[str, np.ndarray]:
-    """He-initialized weights (uniform with variance 2 / fan_in, as torch's kaiming_uniform_),
-    small random biases and statistics with positive variance, so that every layer does visible
-    work in tests and benchmarks (zeros would hide bugs). Each array is its own seeded stream."""
+    """Seeded uniform weights in each layer's `init_range` (He's for convolutions and
+    InnerProduct, small biases, statistics with positive variance), so that every layer does
+    visible work in tests and benchmarks (zeros would hide bugs). Each array is its own seeded
+    stream."""
     from .randfill import uniform
     out = {}
     for index, (key, shape) in enumerate(expected(g).items()):
         layer, blob = key.rsplit(".", 1)
-        kind = g.nodes[layer]["type"]
-        if blob == "var":
-            lo, hi = 0.5, 1.5
-        elif blob == "mean" or blob == "bias":
-            lo, hi = -0.1 * 3 ** 0.5, 0.1 * 3 ** 0.5       # standard deviation 0.1
-        elif kind in ("Convolution", "ConvolutionDepthwise", "Deconvolution", "InnerProduct"):
-            fan_in = int(np.prod(shape[1:])) if kind != "InnerProduct" or \
-                not g.nodes[layer]["attrs"].get("transpose") else shape[0]
-            hi = (6.0 / max(fan_in, 1)) ** 0.5
-            lo = -hi
-        elif kind == "PReLU":
-            lo, hi = 0.05, 0.3
-        else:  # Scale, BatchNorm affine, Normalize: multipliers near one
-            lo, hi = 0.5, 1.5
+        d = g.nodes[layer]
+        lo, hi = REGISTRY[d["type"]].init_range(blob, shape, d["attrs"])
         out[key] = uniform(shape, lo, hi, seed, index)   # by position: renaming keeps the weights
     return out

@@ -101,6 +101,9 @@ class PReLU(_Pointwise):
     def reference(self, torch, xs, a, p, node):
         return [torch.nn.functional.prelu(xs[0], p("weight"))]
 
+    def init_range(self, blob, shape, a):
+        return 0.05, 0.3
+
     def lower_cpu(self, lo, n):
         import numpy as np
         from ..codegen.cpu_kit import i

@@ -157,6 +157,23 @@ class Layer:
         """Stored values that are not learned (BatchNorm statistics)."""
         return {}
 
+    # stored buffers a weights file must carry (the rest of buffer_shapes may be left out)
+    required_buffers: tuple = ()
+
+    def optional_blobs(self, a: dict) -> dict[str, Shape]:
+        """Blobs a weights file may carry or leave out (BatchNorm's moving-average factor)."""
+        return {}
+
+    def init_range(self, blob: str, shape: Shape, a: dict) -> tuple[float, float]:
+        """(low, high) of the seeded uniform values netc makes for `blob` when no weights are
+        given: statistics with positive variance, small biases, multipliers near one (a layer
+        with a fan-in overrides this with He's range), so every layer does visible work."""
+        if blob == "var":
+            return 0.5, 1.5
+        if blob in ("mean", "bias"):
+            return -0.1 * 3 ** 0.5, 0.1 * 3 ** 0.5       # standard deviation 0.1
+        return 0.5, 1.5
+
     def ops(self, ins: list[Shape], outs: list[Shape], a: dict) -> Ops:
         return Ops()
 

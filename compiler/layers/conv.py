@@ -75,6 +75,14 @@ class _ConvBase(Layer):
         k = [d * (kk - 1) + 1 for kk, d in zip(a["kernel"], a["dilation"])]
         return tuple(zip(k, a["stride"], a["pad"]))
 
+    def init_range(self, blob, shape, a):
+        """He's uniform range (variance 2 / fan_in, torch's kaiming_uniform_) for the weights."""
+        if blob != "weight":
+            return super().init_range(blob, shape, a)
+        fan_in = numel(shape[1:])
+        hi = (6.0 / max(fan_in, 1)) ** 0.5
+        return -hi, hi
+
     def brief(self, a):
         k, s = a["kernel"], a["stride"]
         out = f"{k[0]}x{k[1]}"

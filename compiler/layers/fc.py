@@ -56,6 +56,14 @@ class InnerProduct(Layer):
             return ((ins[0][2], 1, 0), (ins[0][3], 1, 0))
         return None
 
+    def init_range(self, blob, shape, a):
+        """He's uniform range (variance 2 / fan_in, torch's kaiming_uniform_) for the weights."""
+        if blob != "weight":
+            return super().init_range(blob, shape, a)
+        fan_in = shape[0] if a.get("transpose") else numel(shape[1:])
+        hi = (6.0 / max(fan_in, 1)) ** 0.5
+        return -hi, hi
+
     def brief(self, a):
         return f"\u00d7{a['num_output']}"
 

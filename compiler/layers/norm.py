@@ -113,6 +113,11 @@ class BatchNorm(_AffineKernels):
         c = ins[0][1]
         return {"mean": (c,), "var": (c,), "moving_average_factor": (1,)}
 
+    required_buffers = ("mean", "var")
+
+    def optional_blobs(self, a):
+        return {"moving_average_factor": (1,)}   # Caffe's scale on mean and var; 1 if absent
+
     def ops(self, ins, outs, a):
         n = numel(outs[0])
         return Ops(add=n * (2 if a["affine"] else 1), div=n, mul=n if a["affine"] else 0)
