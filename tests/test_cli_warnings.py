@@ -1,0 +1,23 @@
+"""Every command prints a model's warnings the same way: located, names escaped (a layer name is
+data and may hold terminal escapes; before one load-and-warn, draw and report printed them raw)."""
+from __future__ import annotations
+
+import pytest
+
+from netc.cli import main
+
+MODEL = ('input: "x"\ninput_shape { dim: 1 dim: 2 dim: 4 dim: 4 }\n'
+         'layer { name: "a\\x1b[31mRED" type: "ReLU" bottom: "x" top: "y" }\n'
+         'layer { name: "a\\x1b[31mRED" type: "ReLU" bottom: "y" top: "z" }\n')
+
+
+@pytest.mark.parametrize("command", [["analyze"], ["draw", "-o", "{tmp}/d.dot"], ["report", "-o", "{tmp}/r.html"],
+                                     ["weights"], ["convert", "-o", "{tmp}/c.net"]])
+def test_warnings_are_escaped_and_located_in_every_command(command, tmp_path, capsys):
+    p = tmp_path / "esc.prototxt"
+    p.write_text(MODEL)
+    args = [command[0], str(p), *(a.format(tmp=tmp_path) for a in command[1:])]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert f"{p}:4:1: warning: layer name " in err
+    assert '"a\\x1b[31mRED#2"' in err and "\x1b" not in err
