@@ -138,7 +138,7 @@ def bench_model(name: str, iters: int, clock=time.perf_counter) -> dict:
     ex = net.compile(batch=1)
     compile_s = time.perf_counter() - t0
     feed = ex.required_inputs[0]
-    x = np.random.default_rng(0).standard_normal(ex._view(ex.inputs[feed]).shape).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal(ex.input_shape(feed)).astype(np.float32)
     tnet = TorchNet(net, ex.weights).eval()
     xt = torch.from_numpy(x)
     with torch.inference_mode():

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_runtime import inp, layer
+from nets import inp, layer
 
 from netc.compiler.codegen import cuda_gemm as gemm
 from netc.compiler.errors import NetcError
@@ -158,7 +158,7 @@ def simulate() -> dict:
     from the default), then from the cache, then with the real timer on a fresh cache."""
     from netc.compiler.network import loads
     from netc.runtime import autotune
-    from test_cuda import rel
+    from reference import rel
     net = loads(TUNE_NET, path="t.prototxt")
     cpu = net.compile(batch=2)
     feeds = {"data": np.random.default_rng(5).standard_normal((2, 16, 5, 7)).astype(np.float32)}

@@ -3,7 +3,8 @@
 1. The simulator (NUMBA_ENABLE_CUDASIM=1, which must be set before numba.cuda is first
    imported, so it runs in a subprocess: this file run as a script) executes small networks
    that use every layer type the CPU target runs; their outputs must match the CPU target and
-   PyTorch (float64, tests/test_runtime.py's reference) to 1e-4 relative L2.
+   PyTorch (float64, tests/reference.py) to 1e-4 relative L2. The session computes the cases
+   of the selected tests only, all in one subprocess.
 2. Every generated non-GEMM kernel of the zoo and of the analyzable refs/caffe networks compiles
    to PTX and `ptxas -v` reports no spills (the GEMM kernels have their own test); one kernel of
    each kind, at realistic sizes, has int32 index math and no float64 in its PTX.
@@ -23,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_errors import HOSTILE, _quote
-from test_runtime import CONV_NET, POINT_NET, POOL_NET, RESIDUAL_NET, inp, layer
+from hostile import HOSTILE, _quote
+from nets import CONV_NET, POINT_NET, POOL_NET, RESIDUAL_NET, inp, layer
+from reference import rel
 
 HERE = Path(__file__).resolve()
 TOL = 1e-4
@@ -102,7 +104,7 @@ TAP_NET = inp(2, 32, 5, 6) + "".join([
 
 
 def hostile_net() -> str:
-    """Layer and blob names from test_errors.HOSTILE on a small conv network."""
+    """Layer and blob names from hostile.HOSTILE on a small conv network."""
     h = [_quote(s) for s in HOSTILE]
     lines = [f"name: {h[0]}", f"input: {h[1]}", "input_shape { dim: 1 dim: 3 dim: 6 dim: 6 }",
              f"layer {{ name: {h[2]} type: \"Convolution\" bottom: {h[1]} top: {h[3]} "
@@ -148,16 +150,11 @@ CASES = {
 
 
 # ---- the simulator side (this file run as a script) ---------------------------------------------
-def rel(a, b) -> float:
-    b = np.asarray(b, np.float64)
-    return float(np.linalg.norm(np.asarray(a, np.float64) - b) / max(np.linalg.norm(b), 1e-30))
-
-
 def simulate(case: str) -> dict:
     """Run one case on the CUDA target (simulator) and the CPU target; errors against both and
     against the torch reference, per blob."""
     from netc.compiler.network import loads
-    from test_runtime import torch_forward
+    from reference import torch_forward
     from netc.compiler.codegen import cuda as cuda_codegen
     text, batch, all_blobs = CASES[case]
     cuda_codegen.INT32_INDEX_LIMIT = 0 if case.startswith("wide") else cuda_codegen.gemm.INDEX_LIMIT
@@ -165,7 +162,7 @@ def simulate(case: str) -> dict:
     ex = net.compile(target="cuda", batch=batch)
     cpu = net.compile(target="cpu", batch=batch)
     rng = np.random.default_rng(7)
-    feeds = {b: rng.standard_normal(ex._view(ex.inputs[b]).shape).astype(np.float32) for b in ex.required_inputs}
+    feeds = {b: rng.standard_normal(ex.input_shape(b)).astype(np.float32) for b in ex.required_inputs}
     t0 = time.perf_counter()
     got = ex.run(feeds)
     seconds = time.perf_counter() - t0
@@ -187,24 +184,35 @@ def simulate(case: str) -> dict:
 
 
 # ---- the pytest side -----------------------------------------------------------------------------
-_SIM: dict = {}
+def uses(*cases: str):
+    """The simulator cases a test reads: the session computes only those of the selected tests."""
+    assert set(cases) <= set(CASES), set(cases) - set(CASES)
+
+    def mark(test):
+        test.sim_cases = cases
+        return test
+    return mark
 
 
-def sim(case: str) -> dict:
-    """Results of all simulator cases, computed once in one subprocess (imports cost seconds)."""
-    if not _SIM:
-        env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-        t0 = time.perf_counter()
-        r = subprocess.run([sys.executable, str(HERE), *CASES], env=env, capture_output=True, text=True,
-                           cwd=HERE.parent, timeout=1200)
-        assert r.returncode == 0, r.stderr[-5000:]
-        _SIM.update(json.loads(r.stdout.strip().splitlines()[-1]))
-        _SIM["_seconds"] = time.perf_counter() - t0
-    return _SIM[case]
+@pytest.fixture(scope="session")
+def sim(request) -> dict:
+    """case -> results for the cases of the tests this session runs (after -k, -m, node ids),
+    computed in one subprocess (imports cost seconds); "_seconds": that subprocess's wall time."""
+    wanted = {c for item in request.session.items for c in getattr(getattr(item, "function", None), "sim_cases", ())}
+    cases = [c for c in CASES if c in wanted]
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, str(HERE), *cases], env=env, capture_output=True, text=True,
+                       cwd=HERE.parent, timeout=1200)
+    assert r.returncode == 0, r.stderr[-5000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    out["_seconds"] = time.perf_counter() - t0
+    return out
 
 
-def check_case(case: str) -> dict:
-    r = sim(case)
+def check_case(sim: dict, case: str) -> dict:
+    assert case in sim, f"simulator case {case!r} not computed: list it in the test's @uses(...)"
+    r = sim[case]
     assert r["same_outputs_as_cpu"]
     for o, (vs_cpu, vs_torch, shape, ref_shape) in r["outputs"].items():
         assert shape == ref_shape, (o, shape, ref_shape)
@@ -214,30 +222,35 @@ def check_case(case: str) -> dict:
     return r
 
 
-def test_sim_conv_family_batch_two():
+@uses("conv")
+def test_sim_conv_family_batch_two(sim):
     """Grouped, dilated, strided, depthwise, 1x1 and transposed convolutions with folded
     BatchNorm/Scale and fused activations, InnerProduct (plain and transposed), Softmax."""
-    check_case("conv")
+    check_case(sim, "conv")
 
 
-def test_sim_pooling_and_lrn_caffe_rounding():
-    check_case("pool")
+@uses("pool")
+def test_sim_pooling_and_lrn_caffe_rounding(sim):
+    check_case(sim, "pool")
 
 
-def test_sim_pointwise_merge_and_data_movement():
+@uses("point", "point_b1")
+def test_sim_pointwise_merge_and_data_movement(sim):
     """Every activation, PReLU, Eltwise, standalone affine layers, Concat/Slice/Split/Crop/
     Permute/ShuffleChannel/Normalize/Flatten/Reshape, Scale/Bias from a second blob; again
     with every blob kept readable (no fusion may hide a wrong intermediate)."""
-    check_case("point")
-    check_case("point_b1")
+    check_case(sim, "point")
+    check_case(sim, "point_b1")
 
 
-def test_sim_index_math_edges():
-    check_case("edge")
+@uses("edge")
+def test_sim_index_math_edges(sim):
+    check_case(sim, "edge")
 
 
-def test_sim_concat_producers_write_their_slices():
-    r = check_case("concat")
+@uses("concat")
+def test_sim_concat_producers_write_their_slices(sim):
+    r = check_case(sim, "concat")
     # inner's producers (a conv with its fused ReLU, a 1x1 conv) and inner itself wrote in
     # place; cat copies only its two inputs that have other readers (p, the network input)
     assert r["concat_launches"] == {"inner": 0, "cat": 2}, r["concat_launches"]
@@ -245,33 +258,37 @@ def test_sim_concat_producers_write_their_slices():
     assert r["arena_bytes"] < r["cpu_arena_bytes"]
 
 
-def test_sim_softmax_rows_per_block():
-    r = check_case("softmax")
+@uses("softmax")
+def test_sim_softmax_rows_per_block(sim):
+    r = check_case(sim, "softmax")
     assert r["source"].count("cuda.syncthreads()") >= 4 and "k_softmaxrow_" in r["source"]
     assert "k_softmax_" in r["source"]
 
 
-def test_sim_tap_major_convolutions_with_fold_and_residual():
-    r = check_case("tap_major")
+@uses("tap_major")
+def test_sim_tap_major_convolutions_with_fold_and_residual(sim):
+    r = check_case(sim, "tap_major")
     assert r["source"].count("tap = int32") >= 2, "the case no longer exercises the (kh, kw, c) order"
 
 
-def test_sim_int64_index_fallback():
+@uses("wide_pool", "wide_point")
+def test_sim_int64_index_fallback(sim):
     """Past the int32 range the kernels keep numba's int64 index math (no int32 casts)."""
     for case in ("wide_pool", "wide_point"):
-        r = check_case(case)
+        r = check_case(sim, case)
         kernels = r["source"].split("@cuda.jit")[1:]
         own = [k for k in kernels if "k_conv_" not in k and "k_fc_" not in k]
         assert own and not any("int32(" in k for k in own), case
 
 
-def test_sim_concat_slices_with_an_image_stride_at_batch_two():
-    r = check_case("concat_b2")
+@uses("concat_b2", "concat2")
+def test_sim_concat_slices_with_an_image_stride_at_batch_two(sim):
+    r = check_case(sim, "concat_b2")
     # a, b (GEMM convs) and e (eltwise) write strided slices; inner (a concat: copies) is
     # copied into cat like p and the network input
     assert r["concat_launches"] == {"inner": 0, "cat": 3}, r["concat_launches"]
     assert r["arena_bytes"] < r["cpu_arena_bytes"]
-    r = check_case("concat2")
+    r = check_case(sim, "concat2")
     assert r["concat_launches"] == {"cat": 1}, r["concat_launches"]     # only the deconvolution
 
 
@@ -282,15 +299,16 @@ def program_of(text: str, batch: int, target_lower=None):
     return net.graph, generate(net, batch=batch, target_lower=target_lower)[0]
 
 
-def test_sim_residual_adds_run_in_the_gemm_epilogue():
+@uses("residual", "residual_in_place")
+def test_sim_residual_adds_run_in_the_gemm_epilogue(sim):
     """The CPU's absorb_merge on the GPU: an Eltwise right after a GEMM convolution is its
     epilogue (SUM with coefficients, three operands, MAX, PROD, batch 2; x + conv(x) with x
     dying at the add). The kernel writes the sum while other blocks still read the
     convolution's input, so the two must never share arena memory."""
     from netc.compiler.layers import numel
     from netc.runtime.cuda_executor import cuda_lower
-    check_case("residual")
-    check_case("residual_in_place")
+    check_case(sim, "residual")
+    check_case(sim, "residual_in_place")
     for text, batch in ((RESIDUAL_NET, 2), (IN_PLACE_ADD_NET, 1)):
         g, prog = program_of(text, batch, cuda_lower)
         merged = [s.layers for s in prog.steps if any(g.nodes[n]["type"] == "Eltwise" for n in s.layers[1:])]
@@ -307,7 +325,7 @@ def test_cuda_source_does_not_depend_on_the_hash_seed():
     """Arena offsets are literals in the kernels: the layout (concat slices, residual adds,
     births moved in forward order) must not follow set or dict order of node names."""
     code = ("import sys, hashlib; sys.path.insert(0, %r)\n"
-            "import test_runtime as T\n"
+            "import nets as T\n"
             "from netc.compiler.network import loads\n"
             "from netc.runtime.executor import generate\n"
             "from netc.runtime.cuda_executor import cuda_lower\n"
@@ -324,12 +342,13 @@ def test_cuda_source_does_not_depend_on_the_hash_seed():
     assert len(outs) == 1, outs
 
 
-def test_sim_hostile_names_stay_out_of_the_source():
-    r = check_case("hostile")
+@uses("hostile")
+def test_sim_hostile_names_stay_out_of_the_source(sim):
+    r = check_case(sim, "hostile")
     for name in HOSTILE:
         assert name not in r["source"], name
     assert "__import__" not in r["source"] and "PWNED" not in r["source"]
-    assert sim("conv")["seconds"] >= 0 and _SIM["_seconds"] < 600, _SIM["_seconds"]
+    assert r["seconds"] >= 0 and sim["_seconds"] < 600, sim["_seconds"]
 
 
 

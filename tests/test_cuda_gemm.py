@@ -401,7 +401,7 @@ def test_gpu_bench_network_path_in_the_simulator(tmp_path):
     """The part of bench/gpu.py a GPU session cannot afford to find broken: one network through
     compile, the torch reference (on the CPU here), whole-network and per-step timing, roofline
     and cache figures, into JSON. The simulator's event times are meaningless; the rest is not."""
-    from test_runtime import inp, layer
+    from nets import inp, layer
     model = tmp_path / "small.prototxt"       # the layer types the torch reference (bench/cpu.py) knows
     model.write_text(inp(1, 3, 6, 6) + "".join([
         layer("c1", "Convolution", "data", "c1", "convolution_param { num_output: 4 kernel_size: 3 pad: 1 }"),

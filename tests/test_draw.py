@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import io
-import os
 import re
-import shutil
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -18,22 +16,7 @@ from netc.compiler.errors import NetcError
 from netc.compiler.network import loads
 
 from conftest import REFS
-
-
-def _need_dot():
-    """Skips without Graphviz locally; in CI (which installs it) a missing dot is a failure."""
-    if shutil.which("dot") is None:
-        if os.environ.get("CI") or os.environ.get("NETC_REQUIRE_BROWSER", "") not in ("", "0"):
-            pytest.fail("Graphviz dot is missing (apt-get install graphviz)")
-        pytest.skip("Graphviz dot not installed (apt-get install graphviz)")
-
-
-needs_dot = pytest.mark.usefixtures("dot")
-
-
-@pytest.fixture
-def dot():
-    _need_dot()
+from hostile import HOSTILE_NAMES, decoded, hostile_prototxt, needs_dot
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
 SMALL = """
@@ -48,27 +31,6 @@ layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
 layer { name: "fc" type: "InnerProduct" bottom: "pool1" top: "fc" inner_product_param { num_output: 10 } }
 layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }
 """
-HOSTILE_NAMES = ['q"uote', "<b>bold</b>", "amp&amp;", "brace{x}[y]", "new\\nline", "back\\\\",
-                 "<<B>html</B>>", "-->", "uni\u00e9\u2192"]
-
-
-def hostile_prototxt() -> str:
-    """A chain whose layer names are all the strings that break naive DOT/HTML writers."""
-    lines = ['name: "<script>alert(1)</script>"', 'input: "data"',
-             "input_shape { dim: 1 dim: 3 dim: 8 dim: 8 }"]
-    prev = "data"
-    for i, name in enumerate(HOSTILE_NAMES):
-        esc = name.replace('"', '\\"')
-        top = f"t{i}"
-        lines.append(f'layer {{ name: "{esc}" type: "Convolution" bottom: "{prev}" top: "{top}" '
-                     f"convolution_param {{ num_output: 4 kernel_size: 1 }} }}")
-        prev = top
-    return "\n".join(lines) + "\n"
-
-
-def decoded(name: str) -> str:
-    """What the prototxt reader makes of the escapes written above."""
-    return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), name)
 
 
 def load_ref(name: str):

@@ -26,6 +26,8 @@ from netc.compiler.build import ir_signature
 from netc.compiler.errors import NetcError
 from netc.compiler.network import MAX_FILE_BYTES, loads
 
+from hostile import HOSTILE, _quote
+
 BAD = Path(__file__).parent / "bad"
 
 
@@ -153,16 +155,8 @@ def test_missing_file_is_a_clean_error(tmp_path, capsys):
 
 
 # ---- reflected text is data, never code ---------------------------------------------------------
-HOSTILE = ['q"uote', "new\nline", "__import__('os').system('touch PWNED')", "{braces}", "f{x!r}{{y}}",
-           "tab\there", "back\\slash", "$(rm -rf /)", "<script>", "semi;colon", "a|b", "'single'", "ünï €",
-           "[/x]", "[bold]b[/bold]", "[link=http://e]c[/link]", "esc\x1b[2Jape\x07"]
-
-
-def _quote(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
-
-
-def hostile_prototxt() -> str:
+# (HOSTILE and _quote live in tests/hostile.py: test_cuda uses them too)
+def hostile_chain_prototxt() -> str:
     """A chain whose network, layer and blob names are all hostile strings."""
     out = [f"name: {_quote(HOSTILE[0])}", f"input: {_quote(HOSTILE[1])}",
            "input_shape { dim: 1 dim: 3 dim: 8 dim: 8 }"]
@@ -181,7 +175,7 @@ def test_hostile_names_round_trip_and_stay_data(tmp_path, capsys, monkeypatch):
     (an evaluated name would create ./PWNED or change the text)."""
     monkeypatch.chdir(tmp_path)
     src = tmp_path / "hostile.prototxt"
-    src.write_text(hostile_prototxt(), encoding="utf-8")
+    src.write_text(hostile_chain_prototxt(), encoding="utf-8")
     net = loads(src.read_text(encoding="utf-8"), path=str(src))
     names = list(net.graph.nodes)
     assert names == HOSTILE[1:]

@@ -15,18 +15,7 @@ from netc.compiler.codegen import cuda_gemm as cg
 from netc.compiler.errors import NetcError
 from netc.runtime import kernel_pool
 
-RELU = ["v = max(v, float32(0.0))"]
-
-
-def some_kernels() -> list[tuple[str, str]]:
-    """(name, source): a 3x3 conv (big tile), a 1x1 conv, a GEMV fc, a GEMM fc."""
-    ks = [cg.conv_kernel("k_conv_0", cg.ConvGeometry(1, 64, 28, 28, 128, 28, 28, 3, 3, 1, 1, 1, 1, 1, 1, 1),
-                         0, 0, 64 * 28 * 28, 0, RELU),
-          cg.conv_kernel("k_conv_1", cg.ConvGeometry(2, 32, 7, 7, 48, 7, 7, 1, 1, 1, 1, 0, 0, 1, 1, 1),
-                         0, 0, 32 * 98, 0, []),
-          cg.fc_kernel("k_fc_2", 1, 256, 100, 0, 0, 256, 0, []),
-          cg.fc_kernel("k_fc_3", 32, 256, 100, 0, 0, 256 * 32, 0, RELU)]
-    return [(k.name, k.source) for k in ks]
+from gemm_kernels import some_kernels
 
 
 def without_counters(ptx: str) -> str:
@@ -94,7 +83,7 @@ def test_warm_cache_reports_worker_failures_instead_of_raising(tmp_path):
             "from netc.compiler.codegen.modules import import_source\n"
             "from netc.runtime.kernel_pool import warm_cache\n"
             "sys.path.insert(0, %r)\n"
-            "from test_kernel_pool import some_kernels\n"
+            "from gemm_kernels import some_kernels\n"
             "ks = dict(some_kernels()[1:3])\n"
             "src = cg.KERNEL_HEADER + '\\n' + '\\n'.join(ks.values())\n"
             "import_source(src, 'cuda')\n"

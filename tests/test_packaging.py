@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -14,15 +15,22 @@ def test_wheel_carries_grammar_and_zoo(tmp_path):
     assert r.returncode == 0, r.stderr
     wheel = next(tmp_path.glob("netc-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"netc/grammar/prototxt.lark", "netc/grammar/netc.lark", "netc/cli.py",
-            "netc/compiler/layers/conv.py"} <= names
+    assert {"netc/grammar/prototxt.lark", "netc/grammar/netc.lark", "netc/cli/__init__.py",
+            "netc/cli/__main__.py", "netc/compiler/layers/conv.py", "netc/compiler/layers/upsample.py"} <= names
     zoo = {n for n in names if n.startswith("netc/zoo/") and n.endswith(".net")}
     assert len(zoo) == len(list((ROOT / "zoo").glob("*.net"))) > 0
     assert not any(n.startswith("netc/tests/") for n in names)
-    # installed from the wheel (not editable) into a fresh venv, it runs from site-packages
+    # installed from the wheel (not editable) into a fresh venv, it runs from site-packages; the
+    # dependencies come from this interpreter's site-packages, added by a .pth file: a nested
+    # `venv --system-site-packages` would see the base interpreter's, not those of the venv the
+    # tests run in (and a plain path line in a .pth does not run the editable install's hook)
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     py = venv / "bin" / "python"
+    inner = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                           capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    outer = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    Path(inner, "netc_test_deps.pth").write_text("\n".join(outer) + "\n")
     r = subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "-q", str(wheel)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr

@@ -18,7 +18,7 @@ from netc.compiler import html_report
 from netc.compiler.report import human_bytes
 
 from conftest import REFS
-from test_draw import HOSTILE_NAMES, decoded, dot, hostile_prototxt, needs_dot  # noqa: F401 (fixture)
+from hostile import HOSTILE_NAMES, decoded, hostile_prototxt, needs_dot
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
