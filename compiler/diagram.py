@@ -342,7 +342,7 @@ def render(dot_text: str, fmt: str) -> bytes:
     try:
         import graphviz
     except ImportError:
-        raise NetcError("drawing needs the graphviz Python package: pip install graphviz") from None
+        raise NetcError("drawing needs the graphviz Python package, which netc installs: from the netc checkout, pip install .") from None
     try:
         return graphviz.Source(dot_text).pipe(format=fmt, engine="dot", quiet=True)
     except graphviz.ExecutableNotFound:
@@ -390,7 +390,7 @@ def draw(net, path=None, *, rankdir="TB", collapse=None, detail="shapes", format
         try:
             import graphviz
         except ImportError:
-            raise NetcError("drawing needs the graphviz Python package: pip install graphviz") from None
+            raise NetcError("drawing needs the graphviz Python package, which netc installs: from the netc checkout, pip install .") from None
         return graphviz.Source(text, format=fmt)
     data = render(text, fmt)
     try:

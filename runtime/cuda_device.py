@@ -5,7 +5,8 @@ import os
 
 from ..compiler.errors import NetcError
 
-NO_NUMBA_CUDA = "the CUDA target needs numba-cuda: pip install 'netc[gpu]'"
+NO_NUMBA_CUDA = ("the CUDA target needs numba-cuda: from the netc checkout, pip install \".[gpu]\" "
+                 "(numba-cuda and the CUDA 12 nvcc wheel)")
 NO_GPU = ("no CUDA GPU found (numba-cuda sees none): run on a machine with an NVIDIA GPU and "
           "driver, or set NUMBA_ENABLE_CUDASIM=1 to run in the simulator (slow)")
 

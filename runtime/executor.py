@@ -32,7 +32,11 @@ def cache_dir(target: str = "cpu"):
 
 def load_module(source: str, target: str = "cpu"):
     """The generated module for `target`, imported from the cache (codegen/modules.py)."""
-    configure_numba()
+    try:
+        configure_numba()
+    except ImportError:
+        raise NetcError("running a network needs numba, which netc installs: from the netc checkout, "
+                        "pip install .") from None
     return modules.import_source(source, target)
 
 

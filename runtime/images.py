@@ -61,7 +61,8 @@ def load_images(paths: list[str], shape: tuple, attrs: dict) -> np.ndarray:
     try:
         from PIL import Image
     except ImportError:
-        raise NetcError("reading images needs Pillow (pip install pillow)") from None
+        raise NetcError("reading images needs Pillow, which netc installs: from the netc checkout, "
+                        "pip install .") from None
     _, c, h, w = shape
     if c not in (1, 3):
         raise NetcError(f"the network input has {c} channels; images give 1 or 3")
