@@ -7,6 +7,7 @@ needs them, so `netc analyze` starts fast.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ..compiler.errors import NetcError
@@ -30,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     _model(p)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--dtype", choices=("float32", "float16", "int8"), default="float32")
-    p.add_argument("--format", choices=("table", "json", "csv", "markdown"), default="table")
+    p.add_argument("--format", choices=("table", "json", "csv", "markdown"), default=None,
+                   help="default: from -o's suffix (.json, .csv, .md), else table")
     p.add_argument("--training", nargs="?", const="sgd", choices=("sgd", "momentum", "adam"),
                    help="also report the memory of a training step with this optimizer")
     p.add_argument("--depth", type=int, default=None,
@@ -134,8 +136,17 @@ def _write(text: str, path: str | None) -> None:
     write_output(text, path)
 
 
+FORMAT_OF_SUFFIX = {".json": "json", ".csv": "csv", ".md": "markdown", ".markdown": "markdown"}
+
+
 def cmd_analyze(args):
     from ..compiler import report
+    from .common import check_output
+    if args.output:
+        check_output(args.output, args)
+    if args.format is None:       # -o x.json: the format its suffix names; else the table
+        suffix = args.output and os.path.splitext(args.output)[1].lower()
+        args.format = FORMAT_OF_SUFFIX.get(suffix, "table")
     net = _load(args)
     analysis = net.analyze(batch=args.batch, dtype=args.dtype)
     training = analysis.training_memory(args.training) if args.training else None
@@ -147,6 +158,9 @@ def cmd_analyze(args):
 
 
 def cmd_convert(args):
+    from .common import check_output
+    if args.output:
+        check_output(args.output, args)
     net = _load(args)
     to = args.to or ("prototxt" if net.graph.graph["language"] == "net" else "net")
     _write(net.to_net() if to == "net" else net.to_prototxt(), args.output)

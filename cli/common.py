@@ -1,8 +1,11 @@
 """What every command does the same way: load the model and print its warnings, write output."""
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
+from ..compiler.errors import NetcError
 from ..compiler.report import plain
 
 
@@ -17,8 +20,87 @@ def load_model(args):
 
 
 def write_output(text: str, path: str | None) -> None:
+    """`text` to `path` (checked with check_output first) or stdout."""
     if path:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
+        try:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as e:
+            raise NetcError(f"cannot write {plain(str(path))}: {e.strerror}") from None
     else:
         sys.stdout.write(text)
+
+
+def input_files(args) -> list[Path]:
+    """Every file the command reads: the model (when it is a file, not a zoo name), weights,
+    inputs, labels, tiles."""
+    from ..compiler.network import resolve
+    found = []
+    try:
+        if getattr(args, "model", None):
+            found.append(resolve(args.model))
+    except NetcError:
+        pass
+    for attr in ("weights", "labels", "tiles"):
+        if getattr(args, attr, None):
+            found.append(Path(getattr(args, attr)))
+    found += [Path(p) for p in (getattr(args, "input", None) or [])]
+    return found
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        if os.path.samefile(a, b):          # hard links and symlinks to the same file
+            return True
+    except OSError:
+        pass
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_output(path, args, *, directory: bool = False, others=()) -> Path:
+    """Refuse, before any work, an output that is one of the command's inputs (through links
+    too), or another of its outputs; an existing directory where a file goes (or a file where a
+    directory goes); a parent directory that does not exist."""
+    p = Path(path)
+    for src in input_files(args):
+        if _same(p, src):
+            raise NetcError(f"refusing to write {plain(str(p))}: it is an input of this command "
+                            f"({plain(str(src))}); netc never overwrites its inputs")
+    for other in others:
+        if other is not None and _same(p, Path(other)):
+            raise NetcError(f"refusing to write two outputs to {plain(str(p))}")
+    if directory:
+        if p.exists() and not p.is_dir():
+            raise NetcError(f"cannot write into {plain(str(p))}: it is a file, not a directory")
+        return p
+    if p.is_dir():
+        raise NetcError(f"cannot write {plain(str(p))}: it is a directory")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise NetcError(f"cannot write {plain(str(p))}: directory {plain(str(parent))} does not exist")
+    return p
+
+
+def save_array(path, array) -> None:
+    """`array` as .npy at exactly `path` (np.save would add a suffix to any other name)."""
+    import numpy as np
+    try:
+        with open(path, "wb") as f:
+            np.save(f, array, allow_pickle=False)
+    except OSError as e:
+        raise NetcError(f"cannot write {plain(str(path))}: {e.strerror}") from None
+
+
+def save_arrays(path, arrays: dict) -> None:
+    """Named arrays as an .npz at exactly `path`; any blob name is a key (np.savez would take
+    "file" or "allow_pickle" as its own arguments)."""
+    import zipfile
+
+    import numpy as np
+    try:
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+            for name, a in arrays.items():
+                with z.open(f"{name}.npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, np.asarray(a), allow_pickle=False)
+    except OSError as e:
+        raise NetcError(f"cannot write {plain(str(path))}: {e.strerror}") from None

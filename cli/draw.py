@@ -6,11 +6,12 @@ from pathlib import Path
 
 from ..compiler.errors import NetcError
 from ..compiler.report import plain
-from .common import load_model
+from .common import check_output, load_model
 
 
 def draw_command(args) -> int:
     from ..compiler.diagram import draw
+    check_output(args.output, args)
     net = load_model(args)
 
     def warn(e: NetcError):
@@ -23,6 +24,7 @@ def draw_command(args) -> int:
 
 def report_command(args) -> int:
     from ..compiler.html_report import page_and_notice
+    check_output(args.output, args)
     net = load_model(args)
     analysis = net.analyze(batch=getattr(args, "batch", 1))
     page, notice = page_and_notice(analysis)

@@ -12,7 +12,7 @@ import numpy as np
 from ..compiler.errors import NetcError
 from ..compiler.layers.base import fmt_shape
 from ..compiler.report import plain
-from .common import load_model as _load
+from .common import check_output, load_model as _load, save_array, save_arrays
 
 
 def _input_source(net, ex):
@@ -70,6 +70,10 @@ def run_command(args) -> int:
         raise NetcError("--blobs and -o go together: --blobs a,b -o blobs.npz")
     if args.labels and not args.top:
         raise NetcError("--labels is used with --top K")
+    if args.output:
+        check_output(args.output, args, others=[args.blobs_out])
+    if args.blobs_out:
+        check_output(args.blobs_out, args)
     net = _load(args)
     x = _read_input(args, net)
     batch = args.batch
@@ -101,9 +105,9 @@ def run_command(args) -> int:
     out_name = ex.outputs[-1]
     y = got[out_name]
     if args.output:
-        np.save(args.output, y)
+        save_array(args.output, y)
     if blobs:
-        np.savez(args.blobs_out, **{b: got[b] for b in blobs})
+        save_arrays(args.blobs_out, {b: got[b] for b in blobs})
     if args.top:
         labels = Path(args.labels).read_text(encoding="utf-8").splitlines() if args.labels else None
         scores = y.reshape(y.shape[0], -1)
@@ -168,7 +172,7 @@ def build_command(args) -> int:
     from ..runtime.executor import generate
     net = _load(args)
     prog, _ = generate(net, batch=args.batch)
-    out = Path(args.output)
+    out = check_output(args.output, args, directory=True)
     out.mkdir(parents=True, exist_ok=True)
     path = out / (Namespace().create("net_", net.name or "model") + ".py")
     path.write_text(prog.source, encoding="utf-8")
@@ -232,7 +236,7 @@ def build_cuda(args) -> int:
         tuned["gemm_layers"] = sum(len(v) for v in prog.gemm_problems.values())
         print(f"tiles from {args.tiles} ({plain(tuned['device'])}): {tuned['layers_tuned']} of "
               f"{tuned['gemm_layers']} GEMM layers tuned, the rest on the default tile", file=sys.stderr)
-    out = Path(args.output)
+    out = check_output(args.output, args, directory=True)
     (out / "ptx").mkdir(parents=True, exist_ok=True)
     path = out / (Namespace().create("net_", net.name or "model") + ".py")
     path.write_text(prog.source, encoding="utf-8")
