@@ -15,27 +15,58 @@ from ..compiler.errors import NetcError
 EXIT_USER_ERROR = 2
 
 
+def positive(text: str) -> int:
+    """An argparse type: an integer >= 1 (argparse then exits 2 with the option's name)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def natural(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
+    return v
+
+
 def _model(p):
     p.add_argument("model", help="a .prototxt or .net file, or a zoo model name (netc zoo list)")
     p.add_argument("--phase", choices=("test", "train"), default="test",
                    help="which Caffe phase's layers to keep (default: test)")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("netc")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="netc", description="Analyze, draw and run neural networks "
                                  "written as Caffe .prototxt or native .net files.")
     ap.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
+    ap.add_argument("--version", action="version", version=f"netc {_version()}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("analyze", help="per-layer shapes, params, MACs, memory, receptive fields")
     _model(p)
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--batch", type=positive, default=1)
     p.add_argument("--dtype", choices=("float32", "float16", "int8"), default="float32")
     p.add_argument("--format", choices=("table", "json", "csv", "markdown"), default=None,
                    help="default: from -o's suffix (.json, .csv, .md), else table")
     p.add_argument("--training", nargs="?", const="sgd", choices=("sgd", "momentum", "adam"),
                    help="also report the memory of a training step with this optimizer")
-    p.add_argument("--depth", type=int, default=None,
+    p.add_argument("--depth", type=natural, default=None,
                    help="table: group layers by .net block path up to this depth")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
 
@@ -58,23 +89,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rankdir", choices=("TB", "LR", "BT", "RL"), default="TB")
     p.add_argument("--collapse", default=None, help="comma-separated .net block names (or 'all') to fold")
     p.add_argument("--detail", choices=("none", "shapes", "full"), default="shapes")
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--batch", type=positive, default=1)
 
     p = sub.add_parser("report", help="self-contained HTML report: diagram, table, plots")
     _model(p)
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--batch", type=positive, default=1)
 
     p = sub.add_parser("run", help="execute the network (numba CPU kernels, or CUDA with --gpu)")
     _model(p)
     p.add_argument("--weights")
     p.add_argument("--input", nargs="+", help="X.npy, or image files")
-    p.add_argument("--batch", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=positive, default=None)
+    p.add_argument("--seed", type=natural, default=0)
     p.add_argument("--output", help="write the output blob to this .npy")
     p.add_argument("--blobs", help="comma-separated blob names to save (with -o)")
     p.add_argument("-o", dest="blobs_out", help="blobs .npz path")
-    p.add_argument("--top", type=int, default=None)
+    p.add_argument("--top", type=positive, default=None)
     p.add_argument("--labels")
     p.add_argument("--profile", action="store_true")
     p.add_argument("--gpu", action="store_true",
@@ -84,8 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="time the generated kernels")
     _model(p)
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--batch", type=positive, default=1)
+    p.add_argument("--iters", type=positive, default=20)
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--gpu", action="store_true", help="time the CUDA target")
     p.add_argument("--tune", action="store_true",
@@ -95,11 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     _model(p)
     p.add_argument("--target", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--arch", default="sm_90", help="cuda: GPU architecture of the PTX (sm_80, sm_90, ...)")
-    p.add_argument("-j", "--jobs", type=int, default=None,
+    p.add_argument("-j", "--jobs", type=positive, default=None,
                    help="cuda: processes compiling kernels (default: NETC_COMPILE_JOBS or every core)")
     p.add_argument("--tiles", default=None,
                    help="cuda: GEMM tiles from a tuning cache that --tune wrote on a GPU (~/.cache/netc/autotune/*.json)")
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--batch", type=positive, default=1)
     p.add_argument("-o", "--output", required=True)
 
     p = sub.add_parser("weights", help="list the weight keys and shapes a model expects")

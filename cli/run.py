@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from functools import partial
 from pathlib import Path
@@ -25,17 +26,64 @@ def _read_input(args, net) -> np.ndarray | None:
     paths = args.input or []
     if not paths:
         return None
+    from ..runtime.weights import regular_file
+    for p in paths:
+        regular_file(Path(p), "input" if p.endswith(".npy") else "image")
     if len(paths) == 1 and paths[0].endswith(".npy"):
-        try:
-            x = np.load(paths[0], allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise NetcError(f"cannot read {paths[0]}: {e}") from None
-        if x.dtype.kind != "f":
-            raise NetcError(f"{paths[0]} holds {x.dtype}; expected floating point")
-        return x
+        return read_npy(Path(paths[0]))
     if any(p.endswith(".npy") for p in paths):
         raise NetcError("give either one .npy file or image files to --input")
     return paths  # images: read once the input shape is known
+
+
+def read_npy(path: Path) -> np.ndarray:
+    """A floating-point array from an .npy file whose header is checked first: at least one
+    dimension, and no more data declared than the file holds (a small file can declare 112 GiB)."""
+    shown = plain(str(path))
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(f)
+            start = f.tell()
+        if dtype.hasobject:
+            raise NetcError(f"{shown} holds Python objects; expected floating point")
+        need = math.prod(shape) * dtype.itemsize
+        if need > path.stat().st_size - start:
+            raise NetcError(f"{shown} declares {fmt_shape(shape)} {dtype} ({need:,} bytes) but holds "
+                            f"{path.stat().st_size - start:,} bytes of data")
+        x = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise NetcError(f"cannot read {shown}: {e}") from None
+    if x.ndim == 0:
+        raise NetcError(f"{shown} holds a single number; expected an array shaped like the network input")
+    if x.dtype.kind != "f":
+        raise NetcError(f"{shown} holds {x.dtype}; expected floating point")
+    return x
+
+
+MAX_LABELS_BYTES = 16 << 20
+
+
+def read_labels(path: str) -> list[str]:
+    """Class names, one per line, read (and checked) before anything is compiled."""
+    from ..runtime.weights import regular_file
+    p = regular_file(Path(path), "labels")
+    if p.stat().st_size > MAX_LABELS_BYTES:
+        raise NetcError(f"labels file {plain(path)} is {p.stat().st_size:,} bytes; netc reads up to {MAX_LABELS_BYTES:,}")
+    try:
+        return p.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise NetcError(f"labels file {plain(path)} is not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise NetcError(f"cannot read labels {plain(path)}: {e.strerror}") from None
+
+
+def imagenet_classes() -> list[str]:
+    """The 1000 ILSVRC-2012 class names shipped with netc (runtime/data/SOURCE.md)."""
+    return (Path(__file__).resolve().parent.parent / "runtime" / "data" / "imagenet_classes.txt") \
+        .read_text(encoding="utf-8").splitlines()
 
 
 def _target(args) -> str:
@@ -74,6 +122,7 @@ def run_command(args) -> int:
         check_output(args.output, args, others=[args.blobs_out])
     if args.blobs_out:
         check_output(args.blobs_out, args)
+    labels = read_labels(args.labels) if args.labels else None
     net = _load(args)
     x = _read_input(args, net)
     batch = args.batch
@@ -109,14 +158,21 @@ def run_command(args) -> int:
     if blobs:
         save_arrays(args.blobs_out, {b: got[b] for b in blobs})
     if args.top:
-        labels = Path(args.labels).read_text(encoding="utf-8").splitlines() if args.labels else None
         scores = y.reshape(y.shape[0], -1)
+        if labels is None and scores.shape[1] == len(imagenet_classes()):
+            labels = imagenet_classes()       # a 1000-class output: ImageNet's classes, in their order
+        if args.weights is None:
+            print(f"note: random weights (seed {args.seed}): these scores mean nothing; "
+                  f"--weights FILE runs a trained network")
+        softmax = net.graph.nodes[ex.blob_key[out_name][0]]["type"] == "Softmax"
+        kind = "probability" if softmax else "score (raw, no Softmax)"
         for item in range(scores.shape[0]):
             if scores.shape[0] > 1:
                 print(f"item {item}:")
+            print(f"  rank  class  {kind:<12}  name")
             for rank, idx in enumerate(np.argsort(-scores[item], kind="stable")[:args.top], 1):
                 label = labels[idx] if labels and idx < len(labels) else ""
-                print(f"  {rank:>2}. {idx:>5}  {scores[item, idx]:.6f}  {plain(label)}")
+                print(f"  {rank:>4}  {idx:>5}  {scores[item, idx]:<12.6f}  {plain(label)}")
     else:
         print(f'{plain(out_name)}: {fmt_shape(y.shape)}  min {y.min():.6g}  max {y.max():.6g}  mean {y.mean():.6g}')
     if args.profile:

@@ -22,6 +22,8 @@ from .layers.base import Enum, Field, _ALIASES
 from .prototxt import syntax_error
 from .spec import LayerSpec, ModelSpec
 
+MAX_NUMBER_CHARS = 40       # far past any size or constant; int("9" * 5000) raises
+
 GRAMMAR = Path(__file__).resolve().parent.parent / "grammar" / "netc.lark"
 MAX_DEPTH = 64            # nested block calls
 MAX_LAYERS = 2_000_000    # after expansion: a guard against `repeat 10**9`
@@ -380,6 +382,8 @@ class Elaborator:
         ch = node.children
         if kind == "number":
             text = str(ch[0])
+            if len(text) > MAX_NUMBER_CHARS:
+                raise self.error(f"number with {len(text)} characters is too large", ch[0])
             return int(text) if re.fullmatch(r"\d+", text) else float(text)
         if kind == "string":
             return _unquote(ch[0])

@@ -17,6 +17,7 @@ from .errors import NetcError, SoftShapeError
 from .layers import REGISTRY, Ops, numel
 from .layers.base import fmt_shape
 
+MAX_DIM = 2 ** 48     # no real tensor comes near; bounds the digits of every product printed
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
 
 
@@ -63,6 +64,8 @@ def infer_shapes(g: nx.DiGraph, opts: Options = Options()) -> None:
         for s in outs:
             if any(x <= 0 for x in s):
                 raise NetcError(f'layer "{n}" would produce an empty tensor {fmt_shape(s)}', d["loc"])
+            if any(x > MAX_DIM for x in s):
+                raise NetcError(f'layer "{n}" would produce a tensor with a dimension over 2^48', d["loc"])
         d["shapes"] = [tuple(s) for s in outs]
 
 

@@ -73,6 +73,10 @@ class _ToFields(Transformer):
 
     def number(self, items):
         text = str(items[0]).rstrip("fF")
+        if len(text) > 40:
+            tok = items[0]
+            raise NetcError(f"number with {len(text)} characters is too large",
+                            Loc(self.path, tok.line, tok.column))
         try:
             return int(text)
         except ValueError:

@@ -57,12 +57,18 @@ def _read(path: str, channels: int):
         raise NetcError(f"cannot use image {path} (mode {img.mode}): {e}") from None
 
 
+def plain_path(p) -> str:
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(p))
+
+
 def load_images(paths: list[str], shape: tuple, attrs: dict) -> np.ndarray:
     try:
         from PIL import Image
     except ImportError:
         raise NetcError("reading images needs Pillow, which netc installs: from the netc checkout, "
                         "pip install .") from None
+    if len(shape) != 4:
+        raise NetcError(f"the network input has shape {list(shape)}; images feed a 4-D input (N, C, H, W)")
     _, c, h, w = shape
     if c not in (1, 3):
         raise NetcError(f"the network input has {c} channels; images give 1 or 3")
@@ -70,14 +76,18 @@ def load_images(paths: list[str], shape: tuple, attrs: dict) -> np.ndarray:
     if mean.size not in (1, c):
         raise NetcError(f"transform_param has {mean.size} mean_value(s) for {c} channels")
     if attrs.get("mean_file") and not attrs.get("mean_value"):
-        print(f"warning: mean_file {attrs['mean_file']} is not read; no mean is subtracted", file=sys.stderr)
+        from ..compiler.report import plain
+        print(f"warning: mean_file {plain(attrs['mean_file'])} is not read; no mean is subtracted", file=sys.stderr)
     scale = attrs.get("scale") or 1.0
     out = np.empty((len(paths), c, h, w), np.float32)
     for k, path in enumerate(paths):
         img = _read(path, c)
-        side = max(h, w)
-        r = side / min(img.size)
-        img = img.resize((max(w, round(img.size[0] * r)), max(h, round(img.size[1] * r))), Image.BILINEAR)
+        r = max(w / img.size[0], h / img.size[1])        # the smallest scale that covers h x w
+        size = (max(w, round(img.size[0] * r)), max(h, round(img.size[1] * r)))
+        if size[0] * size[1] > 64 * h * w + (1 << 22):
+            raise NetcError(f"image {plain_path(path)} ({img.size[0]}x{img.size[1]}) would be resized to "
+                            f"{size[0]}x{size[1]} to cover the {w}x{h} input: too elongated")
+        img = img.resize(size, Image.BILINEAR)
         left, top = (img.size[0] - w) // 2, (img.size[1] - h) // 2
         a = np.asarray(img.crop((left, top, left + w, top + h)), np.float32)
         a = a[None] if c == 1 else a[:, :, ::-1].transpose(2, 0, 1)   # RGB -> Caffe's BGR

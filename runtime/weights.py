@@ -7,6 +7,7 @@ is an error that names the key and the shape expected, never a silent broadcast.
 """
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 
@@ -40,11 +41,7 @@ def optional(g: nx.DiGraph) -> dict[str, tuple]:
 def load(g: nx.DiGraph, source) -> dict[str, np.ndarray]:
     """Validated float32 arrays from an .npz path or a {key: array} dict."""
     if isinstance(source, (str, Path)):
-        try:
-            with np.load(source, allow_pickle=False) as z:
-                raw = {k: z[k] for k in z.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:   # missing, pickled, damaged
-            raise NetcError(f"cannot read weights {source}: {e}") from None
+        raw = read_npz(g, Path(source))
     elif isinstance(source, dict):
         raw = dict(source)
     else:
@@ -65,10 +62,65 @@ def load(g: nx.DiGraph, source) -> dict[str, np.ndarray]:
                             f'(float32), shape {fmt_shape(shape)}')
         if tuple(a.shape) != shape:
             raise NetcError(f'weights "{key}" has shape {fmt_shape(a.shape)}; expected {fmt_shape(shape)}')
-        if not np.all(np.isfinite(a)):
-            raise NetcError(f'weights "{key}" holds NaN or infinite values (shape {fmt_shape(shape)})')
-        out[key] = np.ascontiguousarray(a, dtype=np.float32)
+        with np.errstate(over="ignore"):          # beyond float32 becomes inf, refused below
+            a32 = np.ascontiguousarray(a, dtype=np.float32)
+        if not np.all(np.isfinite(a32)):
+            raise NetcError(f'weights "{key}" holds NaN or infinite values, or values beyond float32 '
+                            f'(|x| > 3.4e38) (shape {fmt_shape(shape)})')
+        out[key] = a32
     return out
+
+
+def regular_file(path: Path, what: str) -> Path:
+    """`path` if it is a regular file (a FIFO or device would block or never end)."""
+    if not path.exists():
+        raise NetcError(f"cannot read {what} {_shown(path)}: no such file")
+    if not path.is_file():
+        raise NetcError(f"cannot read {what} {_shown(path)}: not a regular file")
+    return path
+
+
+def _shown(p) -> str:
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(p))
+
+
+def read_npz(g: nx.DiGraph, path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an .npz weights file, checked before anything is decompressed: keys the
+    network uses, plain (unencrypted, stored or deflated) members, and declared sizes that fit
+    the shapes expected (a small file can declare terabytes)."""
+    regular_file(path, "weights")
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head == b"\x93NUMPY":
+        raise NetcError(f"weights {_shown(path)} is an .npy file (one array); netc reads an .npz of named "
+                        f"arrays (np.savez(path, **{{'conv1.weight': ...}}); netc weights MODEL lists the keys)")
+    want = {**expected(g), **optional(g)}
+    try:
+        with zipfile.ZipFile(path) as z:
+            members = {}
+            for info in z.infolist():
+                key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                if key not in want:
+                    from ..compiler.errors import did_you_mean
+                    raise NetcError(f'weights file has a key "{_shown(key)}" that no layer of this network uses'
+                                    + did_you_mean(key, list(want)))
+                if info.flag_bits & 0x1:
+                    raise NetcError(f'weights "{_shown(key)}" in {_shown(path)} is encrypted')
+                if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                    raise NetcError(f'weights "{_shown(key)}" in {_shown(path)} uses zip compression method '
+                                    f'{info.compress_type}; netc reads stored or deflated members (np.savez, np.savez_compressed)')
+                limit = 8 * math.prod(want[key]) + 4096        # float64 and the .npy header
+                if info.file_size > limit:
+                    raise NetcError(f'weights "{_shown(key)}" declares {info.file_size:,} bytes; shape '
+                                    f'{fmt_shape(want[key])} needs at most {limit:,}')
+                members[key] = info
+            raw = {}
+            for key, info in members.items():
+                with z.open(info) as f:
+                    raw[key] = np.lib.format.read_array(f, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError, RuntimeError) as e:
+        raise NetcError(f"cannot read weights {_shown(path)}: {e}") from None
+    return raw
 
 
 def random(g: nx.DiGraph, seed: int = 0) -> dict[str, np.ndarray]:

@@ -69,7 +69,12 @@ def test_run_images_top_k_with_labels(model, tmp_path, capsys):
                "--labels", str(tmp_path / "labels.txt")])
     assert rc == 0
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 3 and out[0].strip().startswith("1.")
+    assert out[0].startswith("note: random weights (seed 0)")      # the scores mean nothing: said so
+    assert out[1].split() == ["rank", "class", "probability", "name"]
+    rows = [line.split() for line in out[2:]]
+    assert [r[0] for r in rows] == ["1", "2", "3"]
+    assert all(r[3] == "zero one two three four".split()[int(r[1])] for r in rows)
+    assert [float(r[2]) for r in rows] == sorted((float(r[2]) for r in rows), reverse=True)
     from netc.runtime.images import load_images
     x = load_images([str(tmp_path / "a.png")], (1, 3, 16, 16),
                     {"mean_value": (100.0, 110.0, 120.0), "scale": 0.02})

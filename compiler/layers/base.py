@@ -321,8 +321,8 @@ def _coerce(layer_type: str, p: Param, v: Any, loc: Loc):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise bad(f"must be a number, got {_show(v)}")
         v = float(v)
-        if math.isnan(v):
-            raise bad("must be a number, got nan")
+        if math.isnan(v) or math.isinf(v):
+            raise bad(f"must be a finite number, got {v}")
     if p.positive and v <= 0:
         raise bad(f"must be positive, got {_show(v)}")
     if p.min is not None and v < p.min:
