@@ -174,3 +174,15 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and re.fullmatch(r"netc \d+\.\d+\.\d+\n", capsys.readouterr().out)
+
+
+def test_blocks_that_double_are_counted_once_per_call_and_refused_fast(tmp_path, capsys):
+    """40 blocks, each calling the one before twice: 2^40 layers from 1 kB."""
+    import time
+    from netc.compiler import netlang
+    lines = ["network x", "input data: [1, 3, 8, 8]", "block b0() { ReLU }"]
+    lines += [f"block b{k}() {{ b{k - 1}() b{k - 1}() }}" for k in range(1, 41)] + ["b40()"]
+    (tmp_path / "m.net").write_text("\n".join(lines) + "\n")
+    t0 = time.perf_counter()
+    _fails(["analyze", tmp_path / "m.net"], rf"error: the network expands to more than {netlang.MAX_LAYERS:,} layers", capsys)
+    assert time.perf_counter() - t0 < 5
