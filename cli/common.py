@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+import unicodedata
 from pathlib import Path
 
 from ..compiler.errors import NetcError
@@ -27,6 +28,9 @@ def write_output(text: str, path: str | None) -> None:
                 f.write(text)
         except OSError as e:
             raise NetcError(f"cannot write {plain(str(path))}: {e.strerror}") from None
+    elif sys.stdout.isatty():       # data on a terminal: no raw escape may act on it
+        sys.stdout.write("".join(c if c in "\n\t" or unicodedata.category(c) != "Cc" else repr(c)[1:-1]
+                                 for c in text))
     else:
         sys.stdout.write(text)
 

@@ -6,6 +6,7 @@ the same IR (layer names, types, normalized attributes, blobs and edges).
 from __future__ import annotations
 
 import re
+import unicodedata
 
 import networkx as nx
 
@@ -16,8 +17,30 @@ IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 KEYWORDS = {"network", "input", "block", "repeat", "in", "true", "false"}
 
 
+def _escape(s: str, control) -> str:
+    out = []
+    for c in s:
+        if c == "\\" or c == '"':
+            out.append("\\" + c)
+        elif c == "\n":
+            out.append("\\n")
+        elif c == "\t":
+            out.append("\\t")
+        elif unicodedata.category(c) == "Cc":      # ESC, BEL, C1 controls: never raw in a file
+            out.append(control(c))
+        else:
+            out.append(c)
+    return '"' + "".join(out) + '"'
+
+
 def quote(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
+    """A .net string literal; control characters as \\xHH (one code point below 256)."""
+    return _escape(s, lambda c: f"\\x{ord(c):02x}")
+
+
+def quote_proto(s: str) -> str:
+    """A prototxt string literal; control characters as octal escapes of their UTF-8 bytes."""
+    return _escape(s, lambda c: "".join(f"\\{b:03o}" for b in c.encode("utf-8")))
 
 
 def net_label(s: str) -> str:
@@ -80,7 +103,7 @@ def proto_value(v) -> str:
         return v.name
     if isinstance(v, (int, float)):
         return repr(v)
-    return quote(str(v))
+    return quote_proto(str(v))
 
 
 def _proto_field(key, v, layer, indent) -> list[str]:
@@ -102,15 +125,15 @@ def _proto_field(key, v, layer, indent) -> list[str]:
 
 
 def to_prototxt(g: nx.DiGraph) -> str:
-    out = [f"name: {quote(g.graph['name'])}"]
+    out = [f"name: {quote_proto(g.graph['name'])}"]
     for n in g.nodes:
         d = g.nodes[n]
         layer = REGISTRY[d["type"]]
         out.append("layer {")
-        out.append(f"  name: {quote(n)}")
-        out.append(f"  type: {quote(d['type'])}")
-        out += [f"  bottom: {quote(b)}" for b in d["bottoms"]]
-        out += [f"  top: {quote(t)}" for t in d["tops"]]
+        out.append(f"  name: {quote_proto(n)}")
+        out.append(f"  type: {quote_proto(d['type'])}")
+        out += [f"  bottom: {quote_proto(b)}" for b in d["bottoms"]]
+        out += [f"  top: {quote_proto(t)}" for t in d["tops"]]
         if d["declared"]:
             out.append("  # netc: output_shape " + ", ".join("x".join(map(str, s)) for s in d["declared"]))
         groups: dict[str, list] = {}

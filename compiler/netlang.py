@@ -480,8 +480,16 @@ def _show(v) -> str:
 
 
 def _unquote(tok) -> str:
+    """\\n, \\t and \\xHH (a code point below 256, as `netc convert` writes control
+    characters); any other escaped character stands for itself."""
     raw = str(tok)[1:-1]
-    return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), raw)
+
+    def one(m):
+        e = m.group(1)
+        if e[0] == "x" and len(e) == 3:
+            return chr(int(e[1:], 16))
+        return {"n": "\n", "t": "\t"}.get(e[0], e[0]) + e[1:]
+    return re.sub(r"\\(x[0-9A-Fa-f]{2}|.)", one, raw)
 
 
 def _declared_shapes(v):

@@ -21,3 +21,26 @@ def test_warnings_are_escaped_and_located_in_every_command(command, tmp_path, ca
     err = capsys.readouterr().err
     assert f"{p}:4:1: warning: layer name " in err
     assert '"a\\x1b[31mRED#2"' in err and "\x1b" not in err
+
+
+def test_convert_writes_control_characters_escaped_and_round_trips(tmp_path, capsys):
+    from netc.compiler.network import load
+    p = tmp_path / "esc.prototxt"
+    p.write_text('name: "n\\x1b]0;pwn\\x07"\n' + MODEL)
+    for to in ("net", "prototxt"):
+        out = tmp_path / f"c.{to}"
+        assert main(["convert", str(p), "--to", to, "-o", str(out)]) == 0
+        text = out.read_text(encoding="utf-8")
+        assert "\x1b" not in text and "\x07" not in text
+        again = load(out).graph
+        assert list(again.nodes) == list(load(p).graph.nodes) and again.graph["name"] == "n\x1b]0;pwn\x07"
+
+
+def test_data_on_a_terminal_is_escaped(tmp_path, monkeypatch, capsys):
+    import sys
+    p = tmp_path / "esc.prototxt"
+    p.write_text(MODEL)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
+    assert main(["analyze", str(p), "--format", "csv"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "a\\x1b[31mRED" in out
