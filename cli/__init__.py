@@ -202,6 +202,9 @@ def cmd_fmt(args):
     from ..compiler.netlang import format_source
     from ..compiler.network import read_text, resolve
     path = resolve(args.model)
+    if not str(path).endswith(".net"):
+        raise NetcError(f"netc fmt formats .net files; {path.name} is not one "
+                        f"(netc convert {path.name} --to net writes it as one)")
     text = read_text(path)
     out = format_source(text, str(path))
     if args.check:

@@ -270,10 +270,15 @@ def build_cuda(args) -> int:
     from ..runtime.cuda_executor import cuda_lower
     from ..runtime.executor import generate
     from ..runtime.kernel_pool import compile_ptx_many
+    from ..runtime.cuda_device import simulator
     numba_cuda()
+    if simulator():
+        raise NetcError("netc build --target cuda compiles PTX with NVVM, which the CUDA simulator "
+                        "replaces: unset NUMBA_ENABLE_CUDASIM to build (no GPU is needed); the simulator "
+                        "runs kernels (netc run --gpu) but compiles none")
     m = re.fullmatch(r"sm_(\d+)(\d)", args.arch)
-    if not m:
-        raise NetcError(f'bad --arch "{args.arch}": expected sm_XY, e.g. sm_80 or sm_90')
+    if not m or not (5, 0) <= (int(m.group(1)), int(m.group(2))) <= (12, 9):
+        raise NetcError(f'bad --arch "{plain(args.arch)}": expected sm_XY of a CUDA GPU, e.g. sm_80 or sm_90')
     cc = (int(m.group(1)), int(m.group(2)))
     if args.jobs is not None and args.jobs < 1:
         raise NetcError(f"--jobs {args.jobs}: expected at least 1")

@@ -83,13 +83,21 @@ def _valid_entries(problems: dict) -> dict:
     return out
 
 
+MAX_TILES_BYTES = 16 << 20
+
+
 def tiles_from_file(path: Path) -> tuple[str, dict, bool]:
     """(GPU name, problem key -> tile or GEMV, whether another kernel generator timed them) from
     a tuning cache copied from a GPU machine: `netc build --target cuda --tiles FILE`."""
+    from .weights import regular_file
+    p = regular_file(Path(path), "tuning file")
+    if p.stat().st_size > MAX_TILES_BYTES:
+        raise NetcError(f"tuning file {path} is {p.stat().st_size:,} bytes; a tuning cache is far smaller "
+                        f"(netc reads up to {MAX_TILES_BYTES:,})")
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as e:
-        raise NetcError(f"cannot read tuning file {path}: {e}") from None
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:     # RecursionError: JSON nested thousands deep
+        raise NetcError(f"cannot read tuning file {path}: {type(e).__name__}: {str(e)[:200]}") from None
     if not isinstance(data, dict) or not isinstance(data.get("problems"), dict):
         raise NetcError(f"{path} is not a netc tuning cache (what --tune writes under ~/.cache/netc/autotune/)")
     tiles = {k: gemm.parse_choice(e["choice"]) for k, e in _valid_entries(data["problems"]).items()}

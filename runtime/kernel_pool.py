@@ -118,11 +118,20 @@ def compile_ptx_many(kernels: list[tuple[str, str]], cc=(9, 0), arch: str | None
     items = [(src, name, list(cc), arch, loop_mix) for name, src in kernels]
     jobs = min(jobs or default_jobs(), len(items))
     if jobs <= 1:
-        return [(r["ptx"], r["report"]) for r in (_ptx_one(*it) for it in items)]
+        out = []
+        for (name, _), it in zip(kernels, items):
+            try:
+                r = _ptx_one(*it)
+            except Exception as e:  # noqa: BLE001 - named, one line, like the workers' errors
+                first = (str(e).strip().splitlines() or ["failed"])[0]
+                raise NetcError(f"kernel {name} did not compile: {type(e).__name__}: {first[:300]}") from None
+            out.append((r["ptx"], r["report"]))
+        return out
     results = _run("ptx", items, [len(src) for src, *_ in items], jobs)
-    for (_, name), r in zip(kernels, results):
+    for (name, _), r in zip(kernels, results):
         if "error" in r:
-            raise NetcError(f"kernel {name}: {r['error']}")
+            first = r["error"].strip().splitlines()[0] if r["error"].strip() else "failed"
+            raise NetcError(f"kernel {name} did not compile: {first[:300]}")
     return [(r["ptx"], r["report"]) for r in results]
 
 

@@ -186,3 +186,32 @@ def test_blocks_that_double_are_counted_once_per_call_and_refused_fast(tmp_path,
     t0 = time.perf_counter()
     _fails(["analyze", tmp_path / "m.net"], rf"error: the network expands to more than {netlang.MAX_LAYERS:,} layers", capsys)
     assert time.perf_counter() - t0 < 5
+
+
+@pytest.mark.parametrize("kind, pattern", [
+    ("nested", r"cannot read tuning file .*: RecursionError"),
+    ("fifo", r"cannot read tuning file .*: not a regular file"),
+    ("huge", r"tuning file .* is 16,777,217 bytes; a tuning cache is far smaller"),
+])
+def test_bad_tuning_files(kind, pattern, tmp_path, capsys):
+    path = tmp_path / "tiles.json"
+    if kind == "nested":
+        path.write_text("[" * 5000 + "]" * 5000)
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.write_bytes(b" " * ((16 << 20) + 1))
+    _fails(["build", "lenet", "--target", "cuda", "--tiles", path, "-o", tmp_path / "out"], pattern, capsys)
+
+
+def test_cuda_build_arch_and_simulator_are_plain_errors(tmp_path, capsys, monkeypatch):
+    _fails(["build", "lenet", "--target", "cuda", "--arch", "sm_999", "-o", tmp_path / "o"],
+           r'bad --arch "sm_999": expected sm_XY of a CUDA GPU', capsys)
+    monkeypatch.setenv("NUMBA_ENABLE_CUDASIM", "1")
+    _fails(["build", "lenet", "--target", "cuda", "-o", tmp_path / "o"],
+           r"compiles PTX with NVVM, which the CUDA simulator replaces", capsys)
+
+
+def test_fmt_says_it_formats_net_files(tmp_path, capsys):
+    (tmp_path / "m.prototxt").write_text('input: "d"\ninput_shape { dim: 1 }\n')
+    _fails(["fmt", tmp_path / "m.prototxt"], r"netc fmt formats \.net files; m\.prototxt is not one", capsys)

@@ -16,7 +16,8 @@ def test_wheel_carries_grammar_and_zoo(tmp_path):
     wheel = next(tmp_path.glob("netc-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"netc/grammar/prototxt.lark", "netc/grammar/netc.lark", "netc/cli/__init__.py",
-            "netc/cli/__main__.py", "netc/compiler/layers/conv.py", "netc/compiler/layers/upsample.py"} <= names
+            "netc/cli/__main__.py", "netc/compiler/layers/conv.py", "netc/compiler/layers/upsample.py",
+            "netc/runtime/data/imagenet_classes.txt"} <= names
     zoo = {n for n in names if n.startswith("netc/zoo/") and n.endswith(".net")}
     assert len(zoo) == len(list((ROOT / "zoo").glob("*.net"))) > 0
     assert not any(n.startswith("netc/tests/") for n in names)
