@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -110,6 +111,15 @@ def _ptx_one(source: str, name: str, cc, arch, loop_mix: bool) -> dict:
     return {"ptx": ptx, "report": ptxas_report(ptx, arch, loop_mix) if arch else None}
 
 
+def gist(message: str, lines: int = 3, limit: int = 500) -> str:
+    """The first few lines of a compiler's message, short enough to read (NVVM and numba can
+    print whole kernels or IR)."""
+    message = re.sub(r"\x1b\[[0-9;]*m", "", message)        # numba colours its errors
+    kept = [l.strip()[:200] for l in message.splitlines() if l.strip()][:lines]
+    text = " / ".join(kept) or "failed"
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
 def compile_ptx_many(kernels: list[tuple[str, str]], cc=(9, 0), arch: str | None = None,
                      jobs: int | None = None, loop_mix: bool = False) -> list[tuple[str, dict | None]]:
     """(PTX, ptxas report or None) for each (kernel name, kernel source), in the given order;
@@ -122,16 +132,14 @@ def compile_ptx_many(kernels: list[tuple[str, str]], cc=(9, 0), arch: str | None
         for (name, _), it in zip(kernels, items):
             try:
                 r = _ptx_one(*it)
-            except Exception as e:  # noqa: BLE001 - named, one line, like the workers' errors
-                first = (str(e).strip().splitlines() or ["failed"])[0]
-                raise NetcError(f"kernel {name} did not compile: {type(e).__name__}: {first[:300]}") from None
+            except Exception as e:  # noqa: BLE001 - named and short, like the workers' errors
+                raise NetcError(f"kernel {name} did not compile: {gist(f'{type(e).__name__}: {e}')}") from None
             out.append((r["ptx"], r["report"]))
         return out
     results = _run("ptx", items, [len(src) for src, *_ in items], jobs)
     for (name, _), r in zip(kernels, results):
         if "error" in r:
-            first = r["error"].strip().splitlines()[0] if r["error"].strip() else "failed"
-            raise NetcError(f"kernel {name} did not compile: {first[:300]}")
+            raise NetcError(f"kernel {name} did not compile: {gist(r['error'])}")
     return [(r["ptx"], r["report"]) for r in results]
 
 
