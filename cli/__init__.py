@@ -178,6 +178,9 @@ def cmd_analyze(args):
     if args.format is None:       # -o x.json: the format its suffix names; else the table
         suffix = args.output and os.path.splitext(args.output)[1].lower()
         args.format = FORMAT_OF_SUFFIX.get(suffix, "table")
+    if args.training and args.format == "csv":
+        raise NetcError("--training adds a summary that CSV's one row per layer has no place for: "
+                        "use --format json, markdown or table")
     net = _load(args)
     analysis = net.analyze(batch=args.batch, dtype=args.dtype)
     training = analysis.training_memory(args.training) if args.training else None

@@ -60,7 +60,9 @@ def _rows(analysis, depth):
 def print_table(analysis, training=None, depth=None, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
-    console = console or Console()
+    import sys
+    # piped or redirected: no terminal width to respect, so rows are not wrapped at rich's 80
+    console = console or (Console() if sys.stdout.isatty() else Console(width=200))
     from rich.markup import escape  # names are data: "[/x]" must not be read as rich markup
     t = Table(title=f"{escape(plain(analysis.network.name))}  (batch {analysis.batch}, {analysis.dtype})",
               show_lines=False, header_style="bold", pad_edge=False, expand=False)

@@ -44,3 +44,13 @@ def test_data_on_a_terminal_is_escaped(tmp_path, monkeypatch, capsys):
     assert main(["analyze", str(p), "--format", "csv"]) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out and "a\\x1b[31mRED" in out
+
+
+def test_piped_tables_do_not_wrap_at_80_columns_and_csv_refuses_training(capsys):
+    from netc.compiler.network import load
+    assert main(["analyze", "googlenet"]) == 0                 # capsys: not a terminal
+    rows = [l for l in capsys.readouterr().out.splitlines() if l.startswith("│")]
+    assert len(rows) == len(load("googlenet").analyze().layers)     # one line per layer: nothing folded
+    assert max(len(l) for l in rows) > 80
+    assert main(["analyze", "lenet", "--format", "csv", "--training", "adam"]) == 2
+    assert "CSV's one row per layer has no place for" in capsys.readouterr().err
