@@ -102,9 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", nargs="+", help="X.npy, or image files")
     p.add_argument("--batch", type=positive, default=None)
     p.add_argument("--seed", type=natural, default=0)
-    p.add_argument("--output", help="write the output blob to this .npy")
-    p.add_argument("--blobs", help="comma-separated blob names to save (with -o)")
-    p.add_argument("-o", dest="blobs_out", help="blobs .npz path")
+    p.add_argument("-o", "--output", help="write the network's output blob to this .npy file")
+    p.add_argument("--blobs", help="comma-separated blob names to save (with --blobs-out)")
+    p.add_argument("--blobs-out", dest="blobs_out", metavar="FILE.npz",
+                   help="write the --blobs to this .npz file")
     p.add_argument("--top", type=positive, default=None)
     p.add_argument("--labels")
     p.add_argument("--profile", action="store_true")

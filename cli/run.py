@@ -115,7 +115,7 @@ def _print_tune_report(ex, f) -> None:
 
 def run_command(args) -> int:
     if bool(args.blobs) != bool(args.blobs_out):
-        raise NetcError("--blobs and -o go together: --blobs a,b -o blobs.npz")
+        raise NetcError("--blobs and --blobs-out go together: --blobs a,b --blobs-out blobs.npz")
     if args.labels and not args.top:
         raise NetcError("--labels is used with --top K")
     if args.output:

@@ -494,7 +494,7 @@ def test_run_and_bench_gpu_in_the_simulator(tmp_path):
     for target, flag in (("gpu", ["--gpu"]), ("cpu", [])):
         r = subprocess.run([sys.executable, "-m", "netc.cli", "run", str(model), "--input", str(tmp_path / "x.npy"),
                             "--output", str(tmp_path / f"{target}.npy"), "--blobs", "p",
-                            "-o", str(tmp_path / f"{target}.npz"), *flag], env=env, capture_output=True, text=True)
+                            "--blobs-out", str(tmp_path / f"{target}.npz"), *flag], env=env, capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
         outs[target] = (np.load(tmp_path / f"{target}.npy"), np.load(tmp_path / f"{target}.npz")["p"])
     ref = x.reshape(2, 3, 3, 2, 3, 2).max(axis=(3, 5))

@@ -340,10 +340,10 @@ def test_hostile_names_run_and_give_the_same_bits(hostile_pair, capsys, monkeypa
     d, hostile, plain = hostile_pair
     monkeypatch.chdir(d)
     assert main(["run", str(plain), "--output", str(d / "plain.npy"),
-                 "--blobs", "l3", "-o", str(d / "plain_blobs.npz")]) == 0
+                 "--blobs", "l3", "--blobs-out", str(d / "plain_blobs.npz")]) == 0
     blob = RUN_NAMES[3]  # "{x}": the eltwise output, kept although the next layer could fuse it
     assert main(["run", str(hostile), "--output", str(d / "hostile.npy"),
-                 "--blobs", blob, "-o", str(d / "hostile_blobs.npz")]) == 0
+                 "--blobs", blob, "--blobs-out", str(d / "hostile_blobs.npz")]) == 0
     out = capsys.readouterr()
     assert "Traceback" not in out.err
     assert out.out.splitlines()[1].startswith(RUN_NAMES[13] + "/out: [1, 10]")

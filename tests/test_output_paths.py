@@ -66,7 +66,7 @@ def test_an_output_that_is_an_input_is_refused_and_the_input_kept(command, how, 
 def test_outputs_land_at_exactly_the_path_given_whatever_the_blob_names(tmp_path, capsys):
     model, x = setup(tmp_path)
     assert main(["run", str(model), "--input", str(x), "--output", str(tmp_path / "y.out"),
-                 "--blobs", "file,allow_pickle", "-o", str(tmp_path / "blobs.bin")]) == 0
+                 "--blobs", "file,allow_pickle", "--blobs-out", str(tmp_path / "blobs.bin")]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blobs.bin", "m.prototxt", "x.npy", "y.out"]
     y = np.load(tmp_path / "y.out", allow_pickle=False)
     blobs = np.load(tmp_path / "blobs.bin", allow_pickle=False)
@@ -78,8 +78,8 @@ def test_outputs_land_at_exactly_the_path_given_whatever_the_blob_names(tmp_path
 @pytest.mark.parametrize("args, msg", [
     (["analyze", "{m}", "-o", "{t}/nodir/a.json"], "does not exist"),
     (["report", "{m}", "-o", "{t}"], "is a directory"),
-    (["run", "{m}", "--output", "{t}/y.npy", "--blobs", "file", "-o", "{t}/y.npy"], "two outputs"),
-    (["run", "{m}", "--input", "{x}", "--blobs", "file", "-o", "{x}"], "input of this command"),
+    (["run", "{m}", "-o", "{t}/y.npy", "--blobs", "file", "--blobs-out", "{t}/y.npy"], "two outputs"),
+    (["run", "{m}", "--input", "{x}", "--blobs", "file", "--blobs-out", "{x}"], "input of this command"),
     (["build", "{m}", "-o", "{m}"], "input of this command"),
     (["build", "{m}", "-o", "{x}"], "not a directory"),
 ])

@@ -48,7 +48,7 @@ def test_run_npy_output_blobs_and_profile(model, tmp_path, capsys):
     x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     rc = main(["run", str(model), "--input", str(tmp_path / "x.npy"), "--output", str(tmp_path / "y.npy"),
-               "--blobs", "c1,p", "-o", str(tmp_path / "b.npz"), "--profile"])
+               "--blobs", "c1,p", "--blobs-out", str(tmp_path / "b.npz"), "--profile"])
     assert rc == 0
     out = capsys.readouterr().out
     assert "GFLOP/s" in out and "share" in out
