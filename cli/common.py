@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import sys
-import unicodedata
 from pathlib import Path
 
 from ..compiler.errors import NetcError
@@ -27,10 +26,9 @@ def write_output(text: str, path: str | None) -> None:
             with open(path, "w", encoding="utf-8") as f:
                 f.write(text)
         except OSError as e:
-            raise NetcError(f"cannot write {plain(str(path))}: {e.strerror}") from None
+            raise NetcError(f"cannot write {path}: {e.strerror}") from None
     elif sys.stdout.isatty():       # data on a terminal: no raw escape may act on it
-        sys.stdout.write("".join(c if c in "\n\t" or unicodedata.category(c) != "Cc" else repr(c)[1:-1]
-                                 for c in text))
+        sys.stdout.write(plain(text, keep="\n\t"))
     else:
         sys.stdout.write(text)
 
@@ -68,20 +66,20 @@ def check_output(path, args, *, directory: bool = False, others=()) -> Path:
     p = Path(path)
     for src in input_files(args):
         if _same(p, src):
-            raise NetcError(f"refusing to write {plain(str(p))}: it is an input of this command "
-                            f"({plain(str(src))}); netc never overwrites its inputs")
+            raise NetcError(f"refusing to write {p}: it is an input of this command "
+                            f"({src}); netc never overwrites its inputs")
     for other in others:
         if other is not None and _same(p, Path(other)):
-            raise NetcError(f"refusing to write two outputs to {plain(str(p))}")
+            raise NetcError(f"refusing to write two outputs to {p}")
     if directory:
         if p.exists() and not p.is_dir():
-            raise NetcError(f"cannot write into {plain(str(p))}: it is a file, not a directory")
+            raise NetcError(f"cannot write into {p}: it is a file, not a directory")
         return p
     if p.is_dir():
-        raise NetcError(f"cannot write {plain(str(p))}: it is a directory")
+        raise NetcError(f"cannot write {p}: it is a directory")
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
-        raise NetcError(f"cannot write {plain(str(p))}: directory {plain(str(parent))} does not exist")
+        raise NetcError(f"cannot write {p}: directory {parent} does not exist")
     return p
 
 
@@ -92,7 +90,7 @@ def save_array(path, array) -> None:
         with open(path, "wb") as f:
             np.save(f, array, allow_pickle=False)
     except OSError as e:
-        raise NetcError(f"cannot write {plain(str(path))}: {e.strerror}") from None
+        raise NetcError(f"cannot write {path}: {e.strerror}") from None
 
 
 def save_arrays(path, arrays: dict) -> None:
@@ -107,4 +105,4 @@ def save_arrays(path, arrays: dict) -> None:
                 with z.open(f"{name}.npy", "w", force_zip64=True) as f:
                     np.lib.format.write_array(f, np.asarray(a), allow_pickle=False)
     except OSError as e:
-        raise NetcError(f"cannot write {plain(str(path))}: {e.strerror}") from None
+        raise NetcError(f"cannot write {path}: {e.strerror}") from None

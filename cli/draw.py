@@ -15,7 +15,7 @@ def draw_command(args) -> int:
     net = load_model(args)
 
     def warn(e: NetcError):
-        print(plain(e.render()).replace(": error: ", ": warning: drawing without shapes: ", 1), file=sys.stderr)
+        print(e.render().replace(": error: ", ": warning: drawing without shapes: ", 1), file=sys.stderr)
 
     draw(net, args.output, rankdir=args.rankdir, collapse=args.collapse, detail=args.detail,
          batch=getattr(args, "batch", 1), on_warning=warn)

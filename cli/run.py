@@ -39,7 +39,7 @@ def _read_input(args, net) -> np.ndarray | None:
 def read_npy(path: Path) -> np.ndarray:
     """A floating-point array from an .npy file whose header is checked first: at least one
     dimension, and no more data declared than the file holds (a small file can declare 112 GiB)."""
-    shown = plain(str(path))
+    shown = path
     try:
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
@@ -71,13 +71,16 @@ def read_labels(path: str) -> list[str]:
     from ..runtime.weights import regular_file
     p = regular_file(Path(path), "labels")
     if p.stat().st_size > MAX_LABELS_BYTES:
-        raise NetcError(f"labels file {plain(path)} is {p.stat().st_size:,} bytes; netc reads up to {MAX_LABELS_BYTES:,}")
+        raise NetcError(f"labels file {path} is {p.stat().st_size:,} bytes; netc reads up to {MAX_LABELS_BYTES:,}")
     try:
         return p.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as e:
-        raise NetcError(f"labels file {plain(path)} is not UTF-8 text (byte {e.start})") from None
+        raise NetcError(f"labels file {path} is not UTF-8 text (byte {e.start})") from None
     except OSError as e:
-        raise NetcError(f"cannot read labels {plain(path)}: {e.strerror}") from None
+        raise NetcError(f"cannot read labels {path}: {e.strerror}") from None
+
+
+IMAGENET_CLASSES = 1000
 
 
 def imagenet_classes() -> list[str]:
@@ -159,7 +162,7 @@ def run_command(args) -> int:
         save_arrays(args.blobs_out, {b: got[b] for b in blobs})
     if args.top:
         scores = y.reshape(y.shape[0], -1)
-        if labels is None and scores.shape[1] == len(imagenet_classes()):
+        if labels is None and scores.shape[1] == IMAGENET_CLASSES:
             labels = imagenet_classes()       # a 1000-class output: ImageNet's classes, in their order
         if args.weights is None:
             print(f"note: random weights (seed {args.seed}): these scores mean nothing; "
@@ -278,7 +281,7 @@ def build_cuda(args) -> int:
                         "runs kernels (netc run --gpu) but compiles none")
     m = re.fullmatch(r"sm_(\d+)(\d)", args.arch)
     if not m or not (5, 0) <= (int(m.group(1)), int(m.group(2))) <= (12, 9):
-        raise NetcError(f'bad --arch "{plain(args.arch)}": expected sm_XY of a CUDA GPU, e.g. sm_80 or sm_90')
+        raise NetcError(f'bad --arch "{args.arch}": expected sm_XY of a CUDA GPU, e.g. sm_80 or sm_90')
     cc = (int(m.group(1)), int(m.group(2)))
     if args.jobs is not None and args.jobs < 1:
         raise NetcError(f"--jobs {args.jobs}: expected at least 1")

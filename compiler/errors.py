@@ -32,7 +32,8 @@ class NetcError(Exception):
         self.hint = hint
 
     def render(self) -> str:
-        head = f"{self.loc}: error: {_visible(self.message)}" if self.loc else f"error: {_visible(self.message)}"
+        message = plain(self.message, keep="\t")
+        head = f"{plain(str(self.loc))}: error: {message}" if self.loc else f"error: {message}"
         lines = [head]
         text = self.source
         if text is None and self.loc is not None:
@@ -50,7 +51,7 @@ class NetcError(Exception):
                 lines.append("    " + _CONTROL.sub("\ufffd", line))  # one char each: the caret stays put
                 lines.append("    " + " " * max(col - 1, 0) + "^")
         if self.hint:
-            lines.append(f"  hint: {self.hint}")
+            lines.append("  hint: " + plain(self.hint, keep="\t"))
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -66,13 +67,15 @@ class SoftShapeError(NetcError):
         self.fallback = fallback
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_ESCAPED = re.compile(r"[\x00-\x1f\x7f-\x9f]")     # C0, DEL and C1 (\x9b is a one-byte CSI)
 
 
-def _visible(text: str) -> str:
-    """Control characters from a model file (names, values) must not reach the terminal raw."""
-    return re.sub(r"[\x00-\x08\x0a-\x1f\x7f]", lambda m: {"\n": "\\n", "\r": "\\r"}.get(
-        m.group(), f"\\x{ord(m.group()):02x}"), text)
+def plain(text: str, keep: str = "") -> str:
+    """A name from a model file, safe on a terminal: control characters (but those in `keep`)
+    become escapes."""
+    return _ESCAPED.sub(lambda m: m.group() if m.group() in keep else {
+        "\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(m.group(), f"\\x{ord(m.group()):02x}"), text)
 
 
 def _read_quietly(path: str) -> str | None:

@@ -6,6 +6,8 @@ import io
 import json
 import re
 
+from .errors import plain  # noqa: F401 (report.plain: where callers have found it)
+
 COLUMNS = ("name", "type", "output", "params", "macc", "flops", "act", "rf")
 
 
@@ -102,12 +104,6 @@ def totals_text(analysis, training=None) -> str:
 
 CSV_FIELDS = ("name", "type", "inputs", "outputs", "output_shapes", "params", "buffers", "macc", "flops",
               "activation_bytes", "param_bytes", "receptive_field", "jump")
-
-
-def plain(text: str) -> str:
-    """A name from a model file, safe on a terminal: control characters become escapes."""
-    return re.sub(r"[\x00-\x1f\x7f]", lambda m: {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(
-        m.group(), f"\\x{ord(m.group()):02x}"), text)
 
 
 def _md(text: str) -> str:

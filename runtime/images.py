@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 
-from ..compiler.errors import NetcError
+from ..compiler.errors import NetcError, plain
 
 WIDE = {"I;16", "I;16L", "I;16B", "I;16N", "I"}   # integer samples above 8 bits
 
@@ -57,10 +57,6 @@ def _read(path: str, channels: int):
         raise NetcError(f"cannot use image {path} (mode {img.mode}): {e}") from None
 
 
-def plain_path(p) -> str:
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(p))
-
-
 def load_images(paths: list[str], shape: tuple, attrs: dict) -> np.ndarray:
     try:
         from PIL import Image
@@ -76,7 +72,6 @@ def load_images(paths: list[str], shape: tuple, attrs: dict) -> np.ndarray:
     if mean.size not in (1, c):
         raise NetcError(f"transform_param has {mean.size} mean_value(s) for {c} channels")
     if attrs.get("mean_file") and not attrs.get("mean_value"):
-        from ..compiler.report import plain
         print(f"warning: mean_file {plain(attrs['mean_file'])} is not read; no mean is subtracted", file=sys.stderr)
     scale = attrs.get("scale") or 1.0
     out = np.empty((len(paths), c, h, w), np.float32)
@@ -85,7 +80,7 @@ def load_images(paths: list[str], shape: tuple, attrs: dict) -> np.ndarray:
         r = max(w / img.size[0], h / img.size[1])        # the smallest scale that covers h x w
         size = (max(w, round(img.size[0] * r)), max(h, round(img.size[1] * r)))
         if size[0] * size[1] > 64 * h * w + (1 << 22):
-            raise NetcError(f"image {plain_path(path)} ({img.size[0]}x{img.size[1]}) would be resized to "
+            raise NetcError(f"image {path} ({img.size[0]}x{img.size[1]}) would be resized to "
                             f"{size[0]}x{size[1]} to cover the {w}x{h} input: too elongated")
         img = img.resize(size, Image.BILINEAR)
         left, top = (img.size[0] - w) // 2, (img.size[1] - h) // 2

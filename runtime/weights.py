@@ -74,14 +74,10 @@ def load(g: nx.DiGraph, source) -> dict[str, np.ndarray]:
 def regular_file(path: Path, what: str) -> Path:
     """`path` if it is a regular file (a FIFO or device would block or never end)."""
     if not path.exists():
-        raise NetcError(f"cannot read {what} {_shown(path)}: no such file")
+        raise NetcError(f"cannot read {what} {path}: no such file")
     if not path.is_file():
-        raise NetcError(f"cannot read {what} {_shown(path)}: not a regular file")
+        raise NetcError(f"cannot read {what} {path}: not a regular file")
     return path
-
-
-def _shown(p) -> str:
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(p))
 
 
 def read_npz(g: nx.DiGraph, path: Path) -> dict[str, np.ndarray]:
@@ -92,7 +88,7 @@ def read_npz(g: nx.DiGraph, path: Path) -> dict[str, np.ndarray]:
     with open(path, "rb") as f:
         head = f.read(6)
     if head == b"\x93NUMPY":
-        raise NetcError(f"weights {_shown(path)} is an .npy file (one array); netc reads an .npz of named "
+        raise NetcError(f"weights {path} is an .npy file (one array); netc reads an .npz of named "
                         f"arrays (np.savez(path, **{{'conv1.weight': ...}}); netc weights MODEL lists the keys)")
     want = {**expected(g), **optional(g)}
     try:
@@ -102,16 +98,16 @@ def read_npz(g: nx.DiGraph, path: Path) -> dict[str, np.ndarray]:
                 key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
                 if key not in want:
                     from ..compiler.errors import did_you_mean
-                    raise NetcError(f'weights file has a key "{_shown(key)}" that no layer of this network uses'
+                    raise NetcError(f'weights file has a key "{key}" that no layer of this network uses'
                                     + did_you_mean(key, list(want)))
                 if info.flag_bits & 0x1:
-                    raise NetcError(f'weights "{_shown(key)}" in {_shown(path)} is encrypted')
+                    raise NetcError(f'weights "{key}" in {path} is encrypted')
                 if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-                    raise NetcError(f'weights "{_shown(key)}" in {_shown(path)} uses zip compression method '
+                    raise NetcError(f'weights "{key}" in {path} uses zip compression method '
                                     f'{info.compress_type}; netc reads stored or deflated members (np.savez, np.savez_compressed)')
                 limit = 8 * math.prod(want[key]) + 4096        # float64 and the .npy header
                 if info.file_size > limit:
-                    raise NetcError(f'weights "{_shown(key)}" declares {info.file_size:,} bytes; shape '
+                    raise NetcError(f'weights "{key}" declares {info.file_size:,} bytes; shape '
                                     f'{fmt_shape(want[key])} needs at most {limit:,}')
                 members[key] = info
             raw = {}
@@ -119,7 +115,7 @@ def read_npz(g: nx.DiGraph, path: Path) -> dict[str, np.ndarray]:
                 with z.open(info) as f:
                     raw[key] = np.lib.format.read_array(f, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError, RuntimeError) as e:
-        raise NetcError(f"cannot read weights {_shown(path)}: {e}") from None
+        raise NetcError(f"cannot read weights {path}: {e}") from None
     return raw
 
 

@@ -54,3 +54,10 @@ def test_piped_tables_do_not_wrap_at_80_columns_and_csv_refuses_training(capsys)
     assert max(len(l) for l in rows) > 80
     assert main(["analyze", "lenet", "--format", "csv", "--training", "adam"]) == 2
     assert "CSV's one row per layer has no place for" in capsys.readouterr().err
+
+
+def test_errors_escape_the_file_name_the_message_and_the_hint_c1_controls_included():
+    from netc.compiler.errors import Loc, NetcError
+    text = NetcError("bad \x9b31m name", Loc("m\x1b]0;x\x07.net", 1, 1), hint="try \x1b[2J").render()
+    assert not any(c in text for c in "\x1b\x07\x9b")
+    assert text.startswith("m\\x1b]0;x\\x07.net:1:1: error: bad \\x9b31m name") and "hint: try \\x1b[2J" in text

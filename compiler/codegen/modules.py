@@ -24,6 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..errors import plain
+
 _fallback: dict[str, Path] = {}     # kind -> this process's private directory, once needed
 
 
@@ -58,18 +60,13 @@ def cache_dir(kind: str) -> Path:
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
         d.mkdir(mode=0o700, exist_ok=True)
     except OSError as e:
-        return _private_fallback(kind, f"cannot use the kernel cache {_shown(root)}: {e.strerror}")
+        return _private_fallback(kind, f"cannot use the kernel cache {plain(str(root))}: {e.strerror}")
     numba_cache = d / "__pycache__"
     for p in [root, d] + ([numba_cache] if os.path.lexists(numba_cache) else []):
         reason = unsafe_reason(p)
         if reason:
-            return _private_fallback(kind, f"not using the kernel cache {_shown(p)}: {reason}")
+            return _private_fallback(kind, f"not using the kernel cache {plain(str(p))}: {reason}")
     return d
-
-
-def _shown(p) -> str:
-    """A path for the terminal: control characters as escapes."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(p))
 
 
 def _private_fallback(kind: str, why: str) -> Path:
@@ -122,7 +119,7 @@ def import_source(source: str, kind: str, prefix: str = "m"):
             _write(path, data)
         drop_broken_index(d, path.stem)
     except OSError as e:
-        d = _private_fallback(kind, f"cannot write the kernel cache {_shown(path)}: {e.strerror or e}")
+        d = _private_fallback(kind, f"cannot write the kernel cache {plain(str(path))}: {e.strerror or e}")
         path = d / f"{prefix}_{digest}.py"
         _write(path, data)
     spec = importlib.util.spec_from_file_location(name, path)
