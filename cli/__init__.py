@@ -15,26 +15,20 @@ from ..compiler.errors import NetcError
 EXIT_USER_ERROR = 2
 
 
-def positive(text: str) -> int:
-    """An argparse type: an integer >= 1 (argparse then exits 2 with the option's name)."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
-    return v
+def at_least(low: int):
+    """An argparse type: an integer >= `low` (argparse then exits 2 naming the option)."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {v}" if low else f"must be 0 or more, got {v}")
+        return v
+    return parse
 
 
-def natural(text: str) -> int:
-    """An argparse type: an integer >= 0."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
-    return v
+positive, natural = at_least(1), at_least(0)
 
 
 def _model(p):

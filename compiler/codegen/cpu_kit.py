@@ -6,7 +6,6 @@ The kit of the CPU target: layer modules import it (inside their methods, so ana
 loads it), never cpu.py; it never imports compiler.layers."""
 from __future__ import annotations
 
-
 from ..errors import NetcError
 from .dialect import Dialect
 

@@ -49,7 +49,8 @@ def readers_of(g: nx.DiGraph, order: list) -> dict[tuple, list]:
 
 class Lowering:
     """Base of the targets' lowerings. Subclasses set `target` ("cpu" or "cuda", the layer
-    method they call) and `dialect` (codegen/dialect.py), and implement `finish()`."""
+    method they call) and `dialect` (codegen/dialect.py), and build their program in `run()`
+    around `walk()`."""
 
     target = ""
     dialect = None

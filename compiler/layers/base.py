@@ -235,11 +235,13 @@ class Layer:
     # (compiler/codegen/cpu.py, cuda.py: views, parameters, kernel registration, fusion) and
     # returns the nodes it computed (n, then any it fused; None: n alone). Templates are strings and
     # codegen helpers are imported inside these methods, so analysis never loads numpy/numba.
+    # A type without its own lower_<target> has no kernels there (`runs_on`); the lowering
+    # reports that with the layer's location before it would call these.
     def lower_cpu(self, lo, n: str):
-        raise NetcError(f'layer "{n}" ({self.type}) cannot run on the CPU target yet', lo.g.nodes[n]["loc"])
+        raise NotImplementedError(f"{self.type} has no CPU kernels")
 
     def lower_cuda(self, lo, n: str):
-        raise NetcError(f'layer "{n}" ({self.type}) cannot run on the CUDA target yet', lo.g.nodes[n]["loc"])
+        raise NotImplementedError(f"{self.type} has no CUDA kernels")
 
     def runs_on(self, target: str) -> bool:
         """Whether this layer type has kernels for `target` ("cpu" or "cuda")."""
