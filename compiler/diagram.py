@@ -156,8 +156,12 @@ def build_view(g: nx.DiGraph, collapse=None) -> View:
                 and len(d["inputs"]) == 1 and len(d["tops"]) == 1):
             src, port = d["inputs"][0]
             s = g.nodes[src]
-            if (readers.get((src, port)) == [(n, 0)] and group_of(src) is None and s["forward"]
-                    and family_of(s["type"]) != "data" and (s.get("block") or "") == (d.get("block") or "")):
+            src_group = group_of(src)
+            # drawn where its producer is drawn: the same block, or beside a collapsed block's node
+            place = (s.get("block") or "") if src_group is None else (
+                src_group.rsplit("/", 1)[0] if "/" in src_group else "")
+            if (readers.get((src, port)) == [(n, 0)] and s["forward"]
+                    and family_of(s["type"]) != "data" and place == (d.get("block") or "")):
                 view.of[n] = view.of[src]
                 view.nodes[view.of[src]].layers.append(n)
                 view.folded.add(n)
@@ -207,11 +211,21 @@ def _where(loc) -> str:
     return f"{Path(loc.file).name}:{loc.line}" if loc is not None else "?"
 
 
+def _own_layers(g, v: VNode) -> list[str]:
+    """A collapsed block's own layers, without the activations folded in after it."""
+    return [n for n in v.layers if f"{g.nodes[n].get('block') or ''}/".startswith(f"{v.group}/")]
+
+
 def _label(g, v: VNode, detail: str, sink_shapes: str) -> str:
     small, tiny = '<FONT POINT-SIZE="9">', '<FONT POINT-SIZE="8" COLOR="#444444">'
     if v.group is not None:
+        own = _own_layers(g, v)
+        count = f"{len(own)} layer{'s' if len(own) != 1 else ''}"
         lines = [f"<B>{_h(v.group)}</B>",
-                 f"{small}<I>{_h(v.block_type or 'block')}</I> \u00b7 {len(v.layers)} layers</FONT>"]
+                 f"{small}<I>{_h(v.block_type or 'block')}</I> \u00b7 {count}</FONT>"]
+        for n in v.layers:
+            if n not in own:  # an activation after the call, drawn inside the block's node
+                lines.append(f"{tiny}+ {_h(n)} \u00b7 {_h(g.nodes[n]['type'])}</FONT>")
         if all(_has_costs(g, n) for n in v.layers) and _costs(g, v.layers):
             lines.append(f"{small}{_costs(g, v.layers)}</FONT>")
     else:
@@ -257,7 +271,7 @@ def to_dot(g: nx.DiGraph, *, rankdir: str = "TB", collapse=None, detail: str = "
             sink = shape_text(g.nodes[v.layers[-1]]["shapes"])
         if v.group is not None:
             style = _style(*BLOCK_STYLE) + ' margin="0.15,0.08"'
-            tip = [f"{v.group} ({v.block_type or 'block'}): {len(v.layers)} layers"]
+            tip = [f"{v.group} ({v.block_type or 'block'}): {len(_own_layers(g, v))} layer(s)"]
         else:
             d = g.nodes[v.layers[0]]
             fam = family_of(d["type"])

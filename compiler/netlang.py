@@ -75,14 +75,51 @@ class Scope:
     counters: dict = field(default_factory=dict)
     block_type: str = ""
     depth: int = 0
+    labels: frozenset = frozenset()  # every label written in this scope's statements
+    local: str = ""                  # this block call's own name in its parent
+    single: bool = False             # the block's body is one unlabelled layer
 
     def full(self, local: str) -> str:
         return f"{self.path}/{local}" if self.path else local
 
     def fresh(self, prefix: str) -> str:
-        k = self.counters.get(prefix, 0) + 1
-        self.counters[prefix] = k
-        return f"{prefix}{k}"
+        """An automatic name that no label of this scope takes, written before it or after."""
+        while True:
+            k = self.counters.get(prefix, 0) + 1
+            self.counters[prefix] = k
+            name = f"{prefix}{k}"
+            if name not in self.labels and name not in self.names and name not in self.children:
+                return name
+
+    def own_name(self, local: str, labelled: bool) -> str:
+        """The full name of a layer made here. An unlabelled layer that is a block's whole body,
+        or whose automatic name repeats the call's (`norm1/norm1`), takes the call's name."""
+        if not labelled and self.path and (self.single or local == self.local):
+            return self.path
+        return self.full(local)
+
+
+def _written_labels(items, label) -> frozenset:
+    """The labels a statement list writes (repeat bodies included; block bodies are their own
+    scopes), so automatic names can avoid labels that come later in the file."""
+    found, stack = set(), list(items)
+    while stack:
+        st = stack.pop()
+        if not isinstance(st, Tree):
+            continue
+        if st.data == "repeat_stmt":
+            stack.extend(st.children[2].children)
+        elif st.data in ("layer_stmt", "input_stmt") and st.children[0] is not None:
+            found.add(label(st.children[0]))
+            if st.data == "layer_stmt" and st.children[4] is not None:
+                found.update(label(t) for t in st.children[4].children)
+    return frozenset(found)
+
+
+def _single_layer(body: Tree, blocks) -> bool:
+    stmts = [st for st in body.children if isinstance(st, Tree)]
+    return (len(stmts) == 1 and stmts[0].data == "layer_stmt" and stmts[0].children[0] is None
+            and str(stmts[0].children[1]) not in blocks and stmts[0].children[4] is None)
 
 
 class _TooBig(NetcError):
@@ -103,6 +140,7 @@ class Elaborator:
         self.block_types: dict[str, str] = {}
         self.loops: list[_Loop] = []       # the repeats being walked, outermost first
         self.invariants: dict[int, bool] = {}
+        self.body_facts: dict[int, tuple] = {}  # id(block body) -> (its labels, whether one layer)
 
     def loc(self, item) -> Loc:
         if isinstance(item, Token):
@@ -126,7 +164,7 @@ class Elaborator:
                     raise self.error(f'block "{name}" has the name of a layer type', name)
                 self.blocks[str(name)] = st
         self.precount(tree)
-        top = Scope("", None, None, {})
+        top = Scope("", None, None, {}, labels=_written_labels(tree.children, self.label))
         self.stmts(tree.children, top, None, allow_defs=True)
         return ModelSpec(self.name, self.layers, self.path, self.text, "net", self.block_types)
 
@@ -287,7 +325,7 @@ class Elaborator:
                 continue
             fields.append(Field(key, value, self.loc(a.children[0])))
         local = label or scope.fresh(layer.short)
-        full = scope.full(local)
+        full = scope.own_name(local, label is not None)
         tops = [scope.full(self.label(t)) for t in outputs.children] if outputs is not None else (
             [] if layer.outputs == 0 else [full])
         if not layer.min_inputs and not layer.max_inputs:
@@ -349,8 +387,12 @@ class Elaborator:
                 return None
             start = self.count
         local = label or scope.fresh(str(bname))
+        if id(body) not in self.body_facts:
+            self.body_facts[id(body)] = (_written_labels(body.children, self.label),
+                                         _single_layer(body, self.blocks))
+        labels, single = self.body_facts[id(body)]
         child = Scope(scope.full(local), scope, bottoms[0] if bottoms else None, env,
-                      block_type=str(bname), depth=scope.depth + 1)
+                      block_type=str(bname), depth=scope.depth + 1, labels=labels, local=local, single=single)
         self.block_types[child.path] = str(bname)
         result = self.stmts(body.children, child, child.input)
         if self.counting:

@@ -329,3 +329,18 @@ def test_cli_collapse_renders(tmp_path):
     assert edge_count_svg(svg) == 3 and {"p1", "p2"} <= set(svg_texts(svg))
     assert main(["draw", str(src), "-o", str(tmp_path / "u.svg")]) == 0
     assert (tmp_path / "u.svg").read_text().count('class="cluster"') == 1 + 2   # legend, p1, p2
+
+
+def test_activation_after_a_collapsed_block_is_drawn_in_its_node():
+    net = loads("network T\ninput data: [1, 3, 8, 8]\n"
+                "block b() { Convolution(num_output=4, kernel_size=3) ReLU }\n"
+                "x: b ReLU Sigmoid\ny: b\n", path="t.net")
+    net.analyze()
+    view = diagram.build_view(net.graph, "all")
+    groups = {v.group: v for v in view.nodes.values() if v.group}
+    assert set(groups) == {"x", "y"} and len(view.nodes) == 3     # data, x (+ReLU, Sigmoid), y
+    assert groups["x"].layers[-2:] == ["relu1", "sigmoid1"]
+    dot = diagram.to_dot(net.graph, collapse="all")
+    assert "2 layers</FONT><BR/>" in dot and "+ sigmoid1" in dot
+    plain = diagram.build_view(net.graph)       # uncollapsed: the top-level ReLU is not drawn in the block
+    assert plain.of["relu1"] != plain.of["x/conv1"]

@@ -175,3 +175,20 @@ def test_cli_error_exit_status(tmp_path):
     r = run_cli("analyze", str(bad))
     assert r.returncode == 2
     assert r.stderr.startswith(f"{bad}:2:9: error:") and "Traceback" not in r.stderr
+
+
+def test_automatic_names_avoid_labels_written_later():
+    net = loads("network T\ninput data: [1, 3, 8, 8]\nReLU\nrelu1: Sigmoid\n"
+                "block b() { ReLU  relu1: TanH }\nx: b\n", path="t.net")
+    types = {n: d["type"] for n, d in net.graph.nodes(data=True)}
+    assert types == {"data": "Input", "relu2": "ReLU", "relu1": "Sigmoid", "x/relu2": "ReLU", "x/relu1": "TanH"}
+
+
+def test_a_block_of_one_layer_is_named_by_its_call():
+    """No `norm1/norm1`: a one-layer block, or a layer named like its call, takes the call's name."""
+    net = loads("network T\ninput data: [1, 3, 8, 8]\n"
+                "block norm() { LRN(local_size=3) }\n"
+                "block cr() { Convolution(num_output=2, kernel_size=1) ReLU }\n"
+                "norm  top: norm  conv1: cr  cr\n", path="t.net")
+    assert list(net.graph.nodes) == ["data", "norm1", "top", "conv1", "conv1/relu1", "cr1/conv1", "cr1/relu1"]
+    assert netc.load("googlenet").graph.has_node("norm1")
