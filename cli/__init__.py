@@ -193,7 +193,21 @@ def cmd_convert(args):
     net = _load(args)
     to = args.to or ("prototxt" if net.graph.graph["language"] == "net" else "net")
     _write(net.to_net() if to == "net" else net.to_prototxt(), args.output)
+    _say_dropped(net)
     return 0
+
+
+def _say_dropped(net) -> None:
+    """What of a Caffe file the converted one lacks, so nobody trains from it unawares."""
+    from ..compiler.errors import plain
+    dropped = net.graph.graph.get("dropped") or {}
+    if not dropped:
+        return
+    lines = [f"warning: {plain(net.graph.graph['path'])}: the converted model leaves out what inference does not use:"]
+    for kind, names in dropped.items():
+        shown = ", ".join(plain(n) for n in names[:4]) + (f", ... ({len(names)} layers)" if len(names) > 4 else "")
+        lines.append(f"  {kind}: {shown}")
+    print("\n".join(lines), file=sys.stderr)
 
 
 def cmd_fmt(args):

@@ -26,7 +26,7 @@ def build_graph(spec: ModelSpec) -> nx.DiGraph:
     naming a layer rather than a blob (a typo Netscope forgives) reads that layer's output."""
     lenient = spec.language == "prototxt"
     g = nx.DiGraph(name=spec.name, path=spec.path, language=spec.language, warnings=[],
-                   block_types=dict(spec.block_types))
+                   block_types=dict(spec.block_types), dropped=dict(spec.dropped))
     producer: dict[str, tuple[str, int]] = {}
     for ls in spec.layers:
         layer = lookup(ls.type, ls.type_loc or ls.loc)

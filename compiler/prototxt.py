@@ -183,6 +183,7 @@ def load(text: str, path: str, phase: str = "test") -> ModelSpec:
     name = "network"
     layers: list[LayerSpec] = []
     other_phase: list[LayerSpec] = []
+    dropped: dict[str, list[str]] = {}
     inputs, dims, shapes = [], [], []
     for f in fields:
         if f.key == "name":
@@ -199,12 +200,16 @@ def load(text: str, path: str, phase: str = "test") -> ModelSpec:
         elif f.key in ("layer", "layers"):
             if not isinstance(f.value, list):
                 raise NetcError(f'"{f.key}" must be a {{ ... }} block', f.loc)
-            spec = _layer(f, path, directives)
+            spec = _layer(f, path, directives, dropped)
             (layers if _phase_ok(f.value, phase) else other_phase).append(spec)
         elif f.key not in NET_FIELDS:
             raise NetcError(f'unknown network field "{f.key}"' + did_you_mean(f.key, NET_FIELDS), f.loc)
-    layers = _net_inputs(inputs, dims, shapes, path) + layers
-    return ModelSpec(name, _borrow_sources(layers, other_phase), path, text, "prototxt")
+    layers = _borrow_sources(_net_inputs(inputs, dims, shapes, path) + layers, other_phase)
+    kept = {id(ls) for ls in layers}
+    left_out = [ls.name for ls in other_phase if id(ls) not in kept]
+    if left_out:
+        dropped = {f"layers of another phase than {phase}": left_out, **dropped}
+    return ModelSpec(name, layers, path, text, "prototxt", dropped=dropped)
 
 
 def _borrow_sources(layers: list[LayerSpec], other_phase: list[LayerSpec]) -> list[LayerSpec]:
@@ -243,7 +248,15 @@ def _net_inputs(inputs, dims, shapes, path) -> list[LayerSpec]:
     return out
 
 
-def _layer(block: Field, path: str, directives) -> LayerSpec:
+# layer fields an inference graph has no place for: `convert` says it leaves them out
+_RATES, _RULES = "learning rates (param { }, blobs_lr, weight_decay)", "phase rules (include, exclude, phase)"
+_LOSS, _FILLERS = "loss_weight and propagate_down", "initializers (weight_filler, bias_filler)"
+DROPPED = {"param": _RATES, "blobs_lr": _RATES, "weight_decay": _RATES, "include": _RULES, "exclude": _RULES,
+           "phase": _RULES, "loss_weight": _LOSS, "propagate_down": _LOSS,
+           "weight_filler": _FILLERS, "bias_filler": _FILLERS, "filler": _FILLERS}
+
+
+def _layer(block: Field, path: str, directives, dropped: dict | None = None) -> LayerSpec:
     name = type_name = None
     type_loc = block.loc
     bottoms, tops, bottom_locs, raw = [], [], [], []
@@ -265,16 +278,23 @@ def _layer(block: Field, path: str, directives) -> LayerSpec:
     if name is None:
         name = tops[0] if tops else f"{layer.short}@{block.loc.line}"
     params = []
+    left_out = set()
     for f in raw:
         if f.key in layer.messages:
             if not isinstance(f.value, list):
                 raise NetcError(f'"{f.key}" must be a {{ ... }} block', f.loc)
             params.extend(f.value)
+            left_out.update(DROPPED[x.key] for x in f.value if x.key in DROPPED)
         elif f.key.endswith("_param") or f.key in LAYER_FIELDS:
+            left_out.add(DROPPED.get(f.key) or (
+                "other layer types' parameter messages" if f.key.endswith("_param") else f.key))
             continue  # Caffe ignores other layers' parameter messages too
         else:
             raise NetcError(f'unknown layer field "{f.key}"'
                             + did_you_mean(f.key, LAYER_FIELDS | set(layer.messages)), f.loc)
+    if dropped is not None:
+        for kind in sorted(left_out):
+            dropped.setdefault(kind, []).append(name)
     end = getattr(block, "end_line", block.loc.line)
     declared = [shape for line, shape in directives.items() if block.loc.line <= line <= end]
     return LayerSpec(name, layer.type, bottoms, tops, params, block.loc, type_loc, bottom_locs,

@@ -34,3 +34,4 @@ class ModelSpec:
     source: str
     language: str          # "prototxt" | "net"
     block_types: dict = field(default_factory=dict)  # block instance path -> block name
+    dropped: dict = field(default_factory=dict)  # what of a Caffe file the IR keeps not: kind -> layer names

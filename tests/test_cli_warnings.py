@@ -61,3 +61,24 @@ def test_errors_escape_the_file_name_the_message_and_the_hint_c1_controls_includ
     text = NetcError("bad \x9b31m name", Loc("m\x1b]0;x\x07.net", 1, 1), hint="try \x1b[2J").render()
     assert not any(c in text for c in "\x1b\x07\x9b")
     assert text.startswith("m\\x1b]0;x\\x07.net:1:1: error: bad \\x9b31m name") and "hint: try \\x1b[2J" in text
+
+
+def test_convert_says_what_it_leaves_out(tmp_path, capsys):
+    p = tmp_path / "tv.prototxt"
+    p.write_text('name: "tv"\n'
+                 'layer { name: "d" type: "Input" top: "x" input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }\n'
+                 'layer { name: "c" type: "Convolution" bottom: "x" top: "c" param { lr_mult: 1 }\n'
+                 '        convolution_param { num_output: 2 kernel_size: 3 weight_filler { type: "xavier" } } }\n'
+                 'layer { name: "r" type: "ReLU" bottom: "c" top: "c" }\n'
+                 'layer { name: "acc" type: "Accuracy" bottom: "c" bottom: "x" top: "acc" include { phase: TRAIN } }\n')
+    assert main(["convert", str(p), "-o", str(tmp_path / "tv.net")]) == 0
+    err = capsys.readouterr().err
+    assert "leaves out what inference does not use" in err
+    assert "layers of another phase than TEST: acc" in err
+    assert "learning rates (param { }, blobs_lr, weight_decay): c\n" in err
+    assert "initializers (weight_filler, bias_filler): c\n" in err
+    assert "Accuracy" not in (tmp_path / "tv.net").read_text()
+    plain = tmp_path / "plain.prototxt"
+    plain.write_text('layer { name: "d" type: "Input" top: "x" input_param { shape { dim: 1 dim: 3 } } }\n')
+    assert main(["convert", str(plain), "-o", str(tmp_path / "p.net")]) == 0
+    assert "leaves out" not in capsys.readouterr().err
