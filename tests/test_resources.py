@@ -72,6 +72,21 @@ def test_weights_too_large_are_refused_before_they_are_made(tmp_path, capsys):
     assert f"({4 * (3 * 10 ** 10 * 1000 + 1000):,} bytes: weights " in err
 
 
+def test_lowered_weights_are_counted_before_they_are_made(monkeypatch, capsys, tmp_path):
+    """Winograd keeps 6x6 tiles of each 3x3 kernel (4x the file's weights): a machine with room
+    for the weights but not for their lowered copies gets a clear refusal, not the OOM killer."""
+    path = tmp_path / "w.net"
+    path.write_text("input data: [1, 256, 16, 16]\nConvolution(num_output=256, kernel_size=3, pad=1)\n"
+                    "BatchNorm Scale(bias_term=true) ReLU\n")
+    weights = 4 * 256 * 256 * 9
+    monkeypatch.setattr(memory, "available_bytes", lambda *a, **k: 2 * weights)
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "lowered weights (folded, Winograd-transformed) need more than" in err and "Traceback" not in err
+    monkeypatch.setattr(memory, "available_bytes", lambda *a, **k: 8 * weights)
+    assert main(["run", str(path)]) == 0
+
+
 @pytest.mark.parametrize("files, expected", [
     ({"meminfo": "MemTotal: 100 kB\nMemAvailable:    2048 kB\n"}, 2048 * 1024),
     ({"meminfo": "MemAvailable: 2048 kB\n", "cg/memory.max": "max\n", "cg/memory.current": "5\n"}, 2048 * 1024),

@@ -133,6 +133,7 @@ class Lowering(BaseLowering):
     def param(self, arr) -> str:
         """The name of a prepared float32 copy of `arr` (the CUDA target's `param_offset` packs
         it into one buffer instead)."""
+        self.allot(4 * int(np.size(arr)))
         self.params.append(np.ascontiguousarray(arr, dtype=np.float32))
         return self.bind(f"P[{len(self.params) - 1}]", "p")
 

@@ -215,6 +215,7 @@ class Lowering(BaseLowering):
     def param_offset(self, arr) -> int:
         """Append `arr` to the parameter buffer P as a float32 block; its offset in floats (the
         CPU target's `param` gives a bound array's name instead)."""
+        self.allot(4 * int(np.size(arr)))
         a = np.ascontiguousarray(arr, dtype=np.float32).ravel()
         off = self.param_len
         pad = (-a.size) % PARAM_ALIGN

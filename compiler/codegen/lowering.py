@@ -61,6 +61,19 @@ class Lowering:
         self.position = {n: k for k, n in enumerate(self.order)}
         self.readers = readers_of(g, self.order)
         self.ns = Namespace()
+        from ...runtime.memory import available_bytes
+        self.room = available_bytes()  # for the lowered parameters, counted as they are made
+        self.lowered_bytes = 0
+
+    def allot(self, nbytes: int, transient: int = 0) -> None:
+        """Count a lowered parameter array before it is made, and refuse the one that would not
+        fit (with `transient` bytes of work arrays beside it): folded and Winograd-transformed
+        weights take up to 4x the file's (3x3 kernels become 6x6 tiles)."""
+        self.lowered_bytes += nbytes
+        if self.room is not None and self.lowered_bytes + transient > self.room:
+            raise NetcError(f"the network's lowered weights (folded, Winograd-transformed) need more than "
+                            f"{(self.lowered_bytes + transient) / 2**30:,.2f} GiB but only {self.room / 2**30:,.2f} GiB of "
+                            f"memory is available")
 
     # ---- the walk ---------------------------------------------------------------------------
     def lower_node(self, n: str):

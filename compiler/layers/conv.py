@@ -272,6 +272,7 @@ ACTS
         AT, G, BT = (np.array(m, dtype=np.float64) for m in winograd_matrices(WINOGRAD_POINTS))
         # U = G g G^T per (co, c) as one sgemm with kron(G, G) (36 x 9): two tensordots with
         # their transposed copies took seconds of VGG-16's warm start
+        lo.allot(0, transient=4 * (36 + 9) * CO * C)  # u and its float32 operand, before they exist
         kron = np.kron(G, G).astype(np.float32)
         u = (kron @ wt.astype(np.float32, copy=False).reshape(CO * C, 9).T).reshape(36, CO, C)
         x, y = lo.view(d["inputs"][0], (N * C, H, W)), lo.view(out_key, (N * CO, OH, OW))
