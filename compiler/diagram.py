@@ -60,16 +60,28 @@ def visible(s: str) -> str:
     return "".join(out)
 
 
+LONGEST_SHOWN = 400  # characters of one name in a label; dot quits on strings near 64k
+
+
+def shortened(s: str) -> str:
+    """A name as a drawing shows it: the ends of a very long one, and how long it is."""
+    s = str(s)
+    if len(s) <= LONGEST_SHOWN:
+        return s
+    half = LONGEST_SHOWN // 2 - 20
+    return f"{s[:half]}\u2026{s[-half:]} ({len(s):,} characters)"
+
+
 def _q(*lines: str) -> str:
     """A DOT double-quoted string holding exactly these lines (escString: backslashes doubled
     too, so a name cannot smuggle in \\N or \\l; lines joined by DOT's own \\n)."""
-    parts = [visible(s).replace("\\", "\\\\").replace('"', '\\"') for s in lines]
+    parts = [visible(shortened(s)).replace("\\", "\\\\").replace('"', '\\"') for s in lines]
     return '"' + "\\n".join(parts) + '"'
 
 
 def _h(s: str) -> str:
     """Text for a Graphviz HTML-like label."""
-    return (visible(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return (visible(shortened(s)).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
             .replace('"', "&quot;").replace("'", "&#39;"))
 
 
@@ -364,6 +376,8 @@ def render(dot_text: str, fmt: str) -> bytes:
     except graphviz.CalledProcessError as e:
         err = (e.stderr or b"").decode("utf-8", "replace").strip()[-600:]
         raise NetcError(f"dot failed: {err or e}") from None
+    except OSError as e:  # dot quit before reading all of its input (BrokenPipeError)
+        raise NetcError(f"dot quit while reading the diagram ({e.strerror or e})") from None
 
 
 def _prepare(net, detail: str, collapse, batch: int) -> NetcError | None:

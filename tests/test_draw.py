@@ -344,3 +344,27 @@ def test_activation_after_a_collapsed_block_is_drawn_in_its_node():
     assert "2 layers</FONT><BR/>" in dot and "+ sigmoid1" in dot
     plain = diagram.build_view(net.graph)       # uncollapsed: the top-level ReLU is not drawn in the block
     assert plain.of["relu1"] != plain.of["x/conv1"]
+
+
+@needs_dot
+def test_a_name_longer_than_dot_reads_is_drawn_shortened(tmp_path):
+    """dot quits on strings near 64k characters: labels show a long name's ends and its length."""
+    name = "a" * 50_000 + "Z" * 30_000
+    p = tmp_path / "long.prototxt"
+    p.write_text('input: "x"\ninput_shape { dim: 1 dim: 2 dim: 4 dim: 4 }\n'
+                 f'layer {{ name: "{name}" type: "ReLU" bottom: "x" top: "y" }}\n')
+    assert main(["draw", str(p), "-o", str(tmp_path / "d.svg")]) == 0
+    texts = svg_texts((tmp_path / "d.svg").read_text())
+    assert any(t.startswith("aaa") and "Z\u2026" not in t and t.endswith("ZZ (80,000 characters)") for t in texts)
+    assert main(["report", str(p), "-o", str(tmp_path / "r.html")]) == 0
+    assert name in (tmp_path / "r.html").read_text()
+
+
+def test_dot_quitting_early_is_an_error(monkeypatch):
+    import graphviz
+
+    def broken(*a, **k):
+        raise BrokenPipeError(32, "Broken pipe")
+    monkeypatch.setattr(graphviz.Source, "pipe", broken)
+    with pytest.raises(NetcError, match="dot quit while reading the diagram"):
+        diagram.render("digraph { a }", "svg")
