@@ -139,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from ..runtime import progress
+    progress.enable(sys.stderr.isatty() and os.environ.get("NETC_PROGRESS", "1") != "0")
     try:
         return COMMANDS[args.command](args) or 0
     except NetcError as e:

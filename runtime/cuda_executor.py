@@ -35,6 +35,7 @@ class CudaTarget:
         self.cuda = require_cuda()
         self.compile_jobs, self.tune, self.log = compile_jobs, tune, log
         self.tune_report = self.compile_report = None
+        self.simulated = simulator()   # every run is interpreted: slow enough for progress
 
     def lower(self, g, weights, buffer_of, keep):
         prog = cuda_lower(g, weights, buffer_of, keep)

@@ -20,7 +20,7 @@ from ..compiler.errors import NetcError, SoftShapeError
 from ..compiler.layers import REGISTRY
 from ..compiler.layers.base import fmt_shape
 from ..compiler.passes import forward_nodes
-from . import memory
+from . import memory, progress
 from . import weights as wmod
 from .threads import configure_numba, loops_parallel
 from ..compiler.plan import assign_offsets
@@ -139,6 +139,7 @@ class Executable:
         self.target.load(self.program, ctx["offsets"], ctx["length"], batch or 1)
         self.arena_bytes = self.target.arena_bytes
         self.peak_bytes = self.analysis.totals["peak_activation_bytes"]
+        self.runs = 0
         self._index_blobs(net.graph)
 
     @property
@@ -216,20 +217,38 @@ class Executable:
         self._feed(feeds)
         want = self._wanted(blobs)
         got = {}
-        if not want:
-            for k in range(len(self.program.steps)):
-                self.target.launch(k)
-        for n in self.order if want else ():
-            k = self.program.step_at.get(n)
-            if k is not None:
-                self.target.launch(k)
-            for b in want.get(n, ()):
-                got[b] = self.target.fetch(self.blob_key[b])
+        tick = self._ticker()
+        try:
+            if not want:
+                for k in range(len(self.program.steps)):
+                    self.target.launch(k)
+                    if tick:
+                        tick.tick()
+            for n in self.order if want else ():
+                k = self.program.step_at.get(n)
+                if k is not None:
+                    self.target.launch(k)
+                    if tick:
+                        tick.tick()
+                for b in want.get(n, ()):
+                    got[b] = self.target.fetch(self.blob_key[b])
+        finally:
+            if tick:
+                tick.close()
+        self.runs += 1
         for o in self.outputs:
             if o not in got:
                 got[o] = self.target.fetch(self.blob_key[o])
         self.target.sync()
         return got
+
+    def _ticker(self):
+        """Progress over the steps of a first run (kernels compile at their first call) and of
+        every simulated one (runtime/progress.py: on for the command line's terminal)."""
+        if self.runs and not getattr(self.target, "simulated", False):
+            return None
+        what = "simulating" if getattr(self.target, "simulated", False) else "first run: compiling kernels"
+        return progress.ticker(len(self.program.steps), what)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         req = self.required_inputs

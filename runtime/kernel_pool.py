@@ -73,8 +73,7 @@ def _run(mode: str, items: list, costs: list[int], jobs: int, module_source: str
                     procs.append((share, w, subprocess.Popen(
                         [sys.executable, "-c", WORKER, str(Path(d) / f"in{w}.json"), str(Path(d) / f"out{w}.json")],
                         stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT)))
-            for _, _, p in procs:
-                p.wait()
+            _wait(procs, Path(d), len(items), "compiling CUDA kernels" if mode == "cache" else "compiling PTX")
         finally:    # a failed start or an interrupt leaves no worker running on its own
             for _, _, p in procs:
                 if p.poll() is None:
@@ -92,8 +91,25 @@ def _run(mode: str, items: list, costs: list[int], jobs: int, module_source: str
     return out
 
 
+def _wait(procs, d: Path, total: int, what: str) -> None:
+    """Wait for the workers, showing how many items they have done (each appends a byte to its
+    own progress file per item) when progress is on."""
+    from .progress import ticker
+    tick = ticker(total, what)
+    if tick is None:
+        for _, _, p in procs:
+            p.wait()
+        return
+    with tick:
+        while any(p.poll() is None for _, _, p in procs):
+            time.sleep(0.2)
+            done = sum((d / f"done{w}").stat().st_size if (d / f"done{w}").exists() else 0 for _, w, _ in procs)
+            tick.tick(done - tick.done)
+
+
 def _worker(task: dict, out_path: str) -> None:
     results = []
+    done = Path(out_path).with_name("done" + Path(out_path).stem[3:])
     for item in task["items"]:
         t0 = time.perf_counter()
         try:
@@ -102,6 +118,8 @@ def _worker(task: dict, out_path: str) -> None:
             r = {"error": f"{type(e).__name__}: {e}"}
         r["seconds"] = time.perf_counter() - t0
         results.append(r)
+        with open(done, "ab") as f:
+            f.write(b".")
     Path(out_path).write_text(json.dumps(results))
 
 
@@ -128,13 +146,20 @@ def compile_ptx_many(kernels: list[tuple[str, str]], cc=(9, 0), arch: str | None
     items = [(src, name, list(cc), arch, loop_mix) for name, src in kernels]
     jobs = min(jobs or default_jobs(), len(items))
     if jobs <= 1:
-        out = []
-        for (name, _), it in zip(kernels, items):
-            try:
-                r = _ptx_one(*it)
-            except Exception as e:  # noqa: BLE001 - named and short, like the workers' errors
-                raise NetcError(f"kernel {name} did not compile: {gist(f'{type(e).__name__}: {e}')}") from None
-            out.append((r["ptx"], r["report"]))
+        from .progress import ticker
+        out, tick = [], ticker(len(items), "compiling PTX")
+        try:
+            for (name, _), it in zip(kernels, items):
+                try:
+                    r = _ptx_one(*it)
+                except Exception as e:  # noqa: BLE001 - named and short, like the workers' errors
+                    raise NetcError(f"kernel {name} did not compile: {gist(f'{type(e).__name__}: {e}')}") from None
+                out.append((r["ptx"], r["report"]))
+                if tick:
+                    tick.tick()
+        finally:
+            if tick:
+                tick.close()
         return out
     results = _run("ptx", items, [len(src) for src, *_ in items], jobs)
     for (name, _), r in zip(kernels, results):
