@@ -83,8 +83,9 @@ def plot(title: str, names: list[str], values: list[int], colors: list[str], fmt
     def y(v):
         return top + h - h * v / ymax
 
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" id="{plot_id}" width="{width}" '
-           f'height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="{_e(title)}">',
+    # as wide as the page (the viewBox scales to it, text included), not a fixed 1100 px
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" id="{plot_id}" width="100%" '
+           f'viewBox="0 0 {width} {height}" role="img" aria-label="{_e(title)}">',
            f'<text x="{left}" y="16" class="ptitle">{_e(title)}</text>']
     t = 0
     while t <= ymax + 1e-9:
@@ -92,10 +93,14 @@ def plot(title: str, names: list[str], values: list[int], colors: list[str], fmt
         out.append(f'<line x1="{left}" x2="{left + w}" y1="{yy:.1f}" y2="{yy:.1f}" class="grid"/>'
                    f'<text x="{left - 6}" y="{yy + 4:.1f}" class="tick" text-anchor="end">{_e(fmt(t))}</text>')
         t += step
-    for k in range(0, 5):
-        i = round(k * (n - 1) / 4) if n > 1 else 0
+    marks = sorted({round(k * (n - 1) / 4) for k in range(5)}) if n > 1 else [0]
+    for k, i in enumerate(marks):   # layer names under the axis: the ends and three between
         xx = left + bw * (i + 0.5)
-        out.append(f'<text x="{xx:.1f}" y="{height - 8}" class="tick" text-anchor="middle">{i}</text>')
+        anchor = "start" if k == 0 and len(marks) > 1 else "end" if k == len(marks) - 1 and k else "middle"
+        label = names[i] if i < len(names) else str(i)
+        label = label if len(label) <= 24 else label[:23] + "\u2026"
+        out.append(f'<text x="{xx:.1f}" y="{height - 8}" class="tick" text-anchor="{anchor}">'
+                   f'<title>#{i} {_e(names[i]) if i < len(names) else i}</title>{_e(label)}</text>')
     for i, (name, v) in enumerate(zip(names, values)):
         if v <= 0:
             continue
@@ -129,7 +134,7 @@ h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px}
 .sub{color:#666} .warn{background:#fff8e1;border-left:4px solid #f9a825;padding:6px 10px;margin:4px 0}
 .totals{border-collapse:collapse} .totals td{padding:2px 14px 2px 0} .totals td.n{text-align:right;font-variant-numeric:tabular-nums}
 .diagram{overflow:auto;max-height:min(85vh,1400px);border:1px solid #ddd;padding:6px;background:#fff}
-.plot{display:block;margin:6px 0 14px} .ptitle{font-weight:600;font-size:13px} .tick{font-size:10px;fill:#555}
+.plot{display:block;margin:6px 0 14px;width:100%;height:auto} .ptitle{font-weight:600;font-size:13px} .tick{font-size:10px;fill:#555}
 .grid{stroke:#e4e4e4} .curve{fill:none;stroke:#c62828;stroke-width:1.5} .peak{fill:#c62828}
 .peakline{stroke:#c62828;stroke-dasharray:4 3} .peaktext{font-size:11px;fill:#c62828;font-weight:600}
 table.layers{border-collapse:collapse;font-size:12.5px} .layers th,.layers td{padding:3px 8px;border-bottom:1px solid #eee}
