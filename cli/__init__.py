@@ -31,10 +31,21 @@ def at_least(low: int):
 positive, natural = at_least(1), at_least(0)
 
 
+def input_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    name, eq, dims = text.rpartition("=")
+    sizes = dims.lower().replace("×", "x").split("x")
+    if not eq or not name or not all(d.isdigit() and len(d) <= 15 and int(d) > 0 for d in sizes):
+        raise argparse.ArgumentTypeError(f"expected NAME=NxCxHxW with positive sizes, e.g. data=1x3x368x368; got {text!r}")
+    return name, tuple(int(d) for d in sizes)
+
+
 def _model(p):
     p.add_argument("model", help="a .prototxt or .net file, or a zoo model name (netc zoo list)")
     p.add_argument("--phase", choices=("test", "train"), default="test",
                    help="which Caffe phase's layers to keep (default: test)")
+    p.add_argument("--input-shape", dest="input_shape", action="append", type=input_shape, default=[],
+                   metavar="NAME=NxCxHxW", help="give an input another shape (placeholder inputs sized at "
+                   "run time, e.g. data=1x3x368x368); repeat it for several inputs; N is the batch")
 
 
 def _version() -> str:

@@ -14,6 +14,20 @@ def load_model(args):
     name is data: it may hold terminal escapes)."""
     from ..compiler.network import load
     net = load(args.model, phase=getattr(args, "phase", "test"))
+    shapes = dict(getattr(args, "input_shape", None) or [])
+    if shapes:
+        batches = {s[0] for s in shapes.values()} - {1}    # N=1 leaves the batch to --batch
+        if len(batches) > 1:
+            raise NetcError(f"--input-shape gives different batch sizes ({', '.join(map(str, sorted(batches)))})")
+        if batches and hasattr(args, "batch"):
+            if args.batch not in (None, 1, *batches):
+                raise NetcError(f"--input-shape says batch {batches.pop()} but --batch is {args.batch}")
+            args.batch = batches.pop()
+        net.set_input_shapes(shapes)
+    try:   # the warnings shape inference finds, shown before the command's own output
+        net.analyze(batch=getattr(args, "batch", None) or 1)
+    except NetcError:
+        pass   # the command reports it (or, as draw does, goes on without shapes)
     for loc, msg in net.graph.graph.get("warnings", []):
         print(f"{plain(str(loc))}: warning: {plain(msg)}", file=sys.stderr)
     return net

@@ -59,12 +59,15 @@ class NetcError(Exception):
 
 
 class SoftShapeError(NetcError):
-    """A shape Caffe would reject but Netscope shows anyway (some of its presets rely on it).
-    Native files get the error; Caffe files get a warning and `fallback` as the output shapes."""
+    """A shape Caffe would reject but Netscope shows anyway (some of its presets rely on it), or
+    one Caffe builds but netc's kernels cannot run (`caffe_accepts`: a window larger than its
+    input, as placeholder inputs sized at run time give). Native files get the error; Caffe
+    files get a warning and `fallback` as the output shapes; running either is refused."""
 
-    def __init__(self, message, loc, fallback):
+    def __init__(self, message, loc, fallback, caffe_accepts: bool = False):
         super().__init__(message, loc)
         self.fallback = fallback
+        self.caffe_accepts = caffe_accepts
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")

@@ -10,7 +10,8 @@ import networkx as nx
 
 from . import passes
 from .build import build_graph
-from .errors import Loc, NetcError
+from .errors import Loc, NetcError, did_you_mean
+from .layers import REGISTRY
 
 ZOO = Path(__file__).resolve().parent.parent / "zoo"
 MAX_FILE_BYTES = 8 * 1024 * 1024  # real models are < 1 MB; parsing costs ~5 s and ~400 MB per MB
@@ -106,6 +107,25 @@ class Network:
     @property
     def name(self) -> str:
         return self.graph.graph["name"]
+
+    def set_input_shapes(self, shapes: dict) -> None:
+        """Replace inputs' shapes (blob name -> shape; its batch is replaced by analyze's and
+        compile's `batch` as the file's is) for every later analysis and compile: placeholder
+        inputs sized at run time (OpenPose: 1x3x1x1)."""
+        checked = {}
+        for name, shape in shapes.items():
+            shape = tuple(shape)
+            if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and 0 < d <= passes.MAX_DIM
+                                    for d in shape):
+                raise NetcError(f'input shape for "{name}" must be positive whole numbers, got {list(shape)}')
+            checked[str(name)] = shape
+        g = self.graph
+        inputs = [t for n in g.nodes if REGISTRY[g.nodes[n]["type"]].source for t in g.nodes[n]["tops"]]
+        for name in checked:
+            if name not in inputs:
+                raise NetcError(f'"{name}" is not an input of this network (inputs: {", ".join(inputs) or "none"})'
+                                + did_you_mean(name, inputs))
+        g.graph["input_shapes"] = checked
 
     def analyze(self, batch: int = 1, dtype: str = "float32") -> "Analysis":
         if dtype not in passes.DTYPE_BYTES:

@@ -36,8 +36,12 @@ def in_shapes(g: nx.DiGraph, n: str) -> list[tuple]:
 
 
 def infer_shapes(g: nx.DiGraph, opts: Options = Options()) -> None:
-    """Output shapes per Caffe's rules."""
+    """Output shapes per Caffe's rules. g.graph["input_shapes"] (blob -> shape, from
+    `Network.set_input_shapes` / --input-shape) replaces what the file says for those inputs
+    (the batch is still `opts.batch`): placeholder inputs (OpenPose's 1x3x1x1, sized at run
+    time) get their real sizes."""
     batch = opts.batch
+    overrides = dict(g.graph.get("input_shapes") or {})
     for n in g.nodes:
         d = g.nodes[n]
         layer = REGISTRY[d["type"]]
@@ -56,9 +60,14 @@ def infer_shapes(g: nx.DiGraph, opts: Options = Options()) -> None:
                 if g.graph.get("language") != "prototxt":
                     raise
                 outs = e.fallback
-                warning = (d["loc"], e.message + " (Caffe would stop here; netc continues as Netscope does)")
+                why = (" (Caffe builds it too; an input sized at run time? analyze it at its real size with "
+                       "--input-shape NAME=NxCxHxW)" if e.caffe_accepts else
+                       " (Caffe would stop here; netc continues as Netscope does)")
+                warning = (d["loc"], e.message + why)
                 if warning not in g.graph["warnings"]:
                     g.graph["warnings"].append(warning)
+        if not ins and overrides:
+            outs = [_override(overrides, top, s, d["loc"]) for top, s in zip(d["tops"], outs)]
         if batch is not None and not ins and outs:
             outs = [(batch, *s[1:]) if len(s) else s for s in outs]
         for s in outs:
@@ -67,6 +76,18 @@ def infer_shapes(g: nx.DiGraph, opts: Options = Options()) -> None:
             if any(x > MAX_DIM for x in s):
                 raise NetcError(f'layer "{n}" would produce a tensor with a dimension over 2^48', d["loc"])
         d["shapes"] = [tuple(s) for s in outs]
+    if overrides:   # Network.set_input_shapes checked the names: only a phase's absent input is left
+        raise NetcError(f'"{next(iter(overrides))}" is not an input of this network')
+
+
+def _override(overrides: dict, top: str, shape: tuple, loc) -> tuple:
+    if top not in overrides:
+        return shape
+    new = tuple(overrides.pop(top))
+    if len(new) != len(shape):
+        raise NetcError(f'input "{top}" has {len(shape)} dimensions ({fmt_shape(shape)}); '
+                        f"--input-shape gives {len(new)} ({fmt_shape(new)})", loc)
+    return new
 
 
 def count_costs(g: nx.DiGraph, opts: Options = Options()) -> None:

@@ -226,6 +226,8 @@ def _borrow_sources(layers: list[LayerSpec], other_phase: list[LayerSpec]) -> li
 
 
 def _net_inputs(inputs, dims, shapes, path) -> list[LayerSpec]:
+    if inputs and not dims and not shapes:
+        return []   # Caffe's UpgradeNetInput strips a bare `input:` (an Input layer gives the blob)
     if not inputs:
         if dims or shapes:
             f = shapes[0] if shapes else None

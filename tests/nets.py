@@ -91,9 +91,10 @@ POINT_NET = inp(2, 6, 5, 4) + "".join([
     layer("l2", "Normalize", "cat", "l2", "norm_param { across_spatial: true }"),
     layer("l2c", "Normalize", "cat", "l2c", "norm_param { across_spatial: false channel_shared: false }"),
     layer("gate", "InnerProduct", "fl", "gate", "inner_product_param { num_output: 18 }"),
-    layer("gated", "Scale", ["cat", "gate"], "gated", "scale_param { bias_term: true }"),
+    layer("gate2", "Reshape", "gate", "gate2", "reshape_param { shape { dim: 0 dim: 0 } }"),
+    layer("gated", "Scale", ["cat", "gate2"], "gated", "scale_param { axis: 0 bias_term: true }"),
     layer("shift", "InnerProduct", "fl", "shift", "inner_product_param { num_output: 18 }"),
-    layer("shifted", "Bias", ["shuf", "shift"], "shifted"),
+    layer("shifted", "Bias", ["shuf", "shift"], "shifted", "bias_param { axis: 0 }"),
 ])
 
 RESIDUAL_NET = inp(2, 8, 9, 9) + "".join([

@@ -207,3 +207,62 @@ def test_text_formats_agree_with_totals(refs):
     assert len(groups) == 9  # 3a, 3b, 4a-4e, 5a, 5b: one row per module
     table = report.render(a, "table")
     assert f"{a.totals['macc']:,}" in table and all(len(l) <= 100 for l in table.splitlines())
+
+
+def _shape_of(text, layer, **kw):
+    net = loads(text, path="t.prototxt")
+    if kw:
+        net.set_input_shapes(kw)
+    net.analyze()
+    return net.graph.nodes[layer]["shapes"][0]
+
+
+INPUT_1x1 = 'input: "data"\ninput_dim: 1 input_dim: 3 input_dim: {h} input_dim: {w}\n'
+
+
+def test_pooling_clip_rule_runs_on_both_axes_when_either_is_padded():
+    """pooling_layer.cpp: `if (pad_h_ || pad_w_)` then both axes test their own last window.
+    Width 6, kernel 2, stride 3, pad_w 0: ceil gives 3 and (3-1)*3 = 6 >= 6 + 0 clips it to 2,
+    but only because pad_h is 1; with no padding at all the width stays 3."""
+    pool = 'layer {{ name: "p" type: "Pooling" bottom: "data" top: "p" pooling_param {{ pool: MAX ' \
+           'kernel_size: 2 stride: 3 {pads} }} }}\n'
+    padded = INPUT_1x1.format(h=6, w=6) + pool.format(pads="pad_h: 1 pad_w: 0")
+    assert _shape_of(padded, "p") == (1, 3, 3, 2)
+    assert _shape_of(INPUT_1x1.format(h=6, w=6) + pool.format(pads=""), "p") == (1, 3, 3, 3)
+
+
+def test_placeholder_inputs_build_as_in_caffe_and_take_their_real_size(tmp_path, capsys):
+    """OpenPose ships input_dim 1x3x1x1 (sized at run time): Caffe builds it (a 2x2/2 pool of a
+    1x1 map is 1x1; a conv's output size truncates toward zero), netc warns and points at
+    --input-shape, which analyzes the real size."""
+    from netc.cli import main
+    text = INPUT_1x1.format(h=1, w=1) + "".join([
+        'layer { name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }\n',
+        'layer { name: "p" type: "Pooling" bottom: "c" top: "p" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }\n',
+        'layer { name: "d" type: "Convolution" bottom: "p" top: "d" convolution_param { num_output: 4 kernel_size: 2 stride: 2 } }\n'])
+    assert _shape_of(text, "p") == (1, 4, 1, 1) and _shape_of(text, "d") == (1, 4, 1, 1)
+    assert _shape_of(text, "d", data=(1, 3, 368, 368)) == (1, 4, 92, 92)
+    p = tmp_path / "pose.prototxt"
+    p.write_text(text)
+    assert main(["analyze", str(p), "--format", "json"]) == 0
+    out = capsys.readouterr()
+    assert f"{p}:4:1: warning: Pooling kernel 2x2 is larger than its input [1, 4, 1, 1] (Caffe builds it too" in out.err
+    assert "--input-shape NAME=NxCxHxW" in out.err
+    assert main(["analyze", str(p), "--input-shape", "data=2x3x368x368", "--format", "json"]) == 0
+    out = capsys.readouterr()
+    assert "warning" not in out.err
+    rows = json.loads(out.out)
+    assert rows["batch"] == 2 and [r["output_shapes"] for r in rows["layers"] if r["name"] == "d"] == [[[2, 4, 92, 92]]]
+    assert main(["analyze", str(p), "--input-shape", "dta=1x3x9x9"]) == 2
+    assert 'did you mean "data"?' in capsys.readouterr().err
+    assert main(["analyze", str(p), "--input-shape", "data=3x9x9"]) == 2
+    assert "--input-shape gives 3" in capsys.readouterr().err
+    assert main(["run", str(p)]) == 2
+    assert "netc cannot execute it" in capsys.readouterr().err
+
+
+def test_a_bare_legacy_input_beside_an_input_layer_is_dropped():
+    """cvjena's AlexNet: `input: "data"` with no dims, then an Input layer making "data"."""
+    text = ('input: "data"\nlayer { name: "in" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 '
+            'dim: 8 dim: 8 } } }\nlayer { name: "r" type: "ReLU" bottom: "data" top: "r" }\n')
+    assert _shape_of(text, "r") == (1, 3, 8, 8)

@@ -239,3 +239,29 @@ def test_random_weights_are_seeded_he_uniform():
     assert u.min() >= 0.5 and u.max() < 1.5 and abs(u.std() * 12 ** 0.5 - 1) < 0.01
     hist = np.bincount(((u - 0.5) * 16).astype(int), minlength=16)
     assert hist.min() > 0.95 * len(u) / 16      # flat to within 5% per sixteenth
+
+
+def test_scale_and_bias_broadcast_along_caffes_axes():
+    """scale_layer.cpp's axis/num_axes: a learned [C, H, W] scale (num_axes -1), a [H] bias at
+    axis 2, an SE gate [N, C] at axis 0 (SE-BN-Inception) and a negative axis; not per channel,
+    so none folds into the conv before it. Parameter counts follow the blob shapes."""
+    text = inp(2, 3, 4, 5) + "".join([
+        layer("c", "Convolution", "data", "c", "convolution_param { num_output: 4 kernel_size: 1 }"),
+        layer("s1", "Scale", "c", "s1", "scale_param { axis: 1 num_axes: -1 bias_term: true }"),
+        layer("b1", "Bias", "s1", "b1", "bias_param { axis: 2 num_axes: 1 }"),
+        layer("s2", "Scale", "b1", "s2", "scale_param { axis: -1 num_axes: 1 }"),
+        layer("g", "Pooling", "s2", "g", "pooling_param { pool: AVE global_pooling: true }"),
+        layer("gr", "Reshape", "g", "gr", "reshape_param { shape { dim: 0 dim: 0 } }"),
+        layer("se", "Scale", ["s2", "gr"], "se", "scale_param { axis: 0 }"),
+    ])
+    check(text)
+    net = loads(text, path="axes.prototxt")
+    net.analyze()
+    params = {n: net.graph.nodes[n]["params"] for n in ("s1", "b1", "s2", "se")}
+    assert params == {"s1": 2 * 4 * 4 * 5, "b1": 4, "s2": 5, "se": 0}
+    bad = inp(2, 3, 4, 5) + layer("x", "Scale", ["data", "data"], "x", "scale_param { axis: 1 }")
+    with pytest.raises(NetcError, match=r"Scale: axis 1 with 4 axes does not fit the input"):
+        loads(bad, path="bad.prototxt").analyze()
+    wrong = text + layer("w", "Scale", ["s2", "gr"], "w", "scale_param { axis: 1 }")
+    with pytest.raises(NetcError, match=r"second input \[1, 4\] must match the first's axes 1..2 \[4, 4\]"):
+        loads(wrong, path="wrong.prototxt").analyze()

@@ -6,7 +6,7 @@ template. ConvolutionDepthwise inherits Convolution's.
 """
 from __future__ import annotations
 
-from ..errors import NetcError
+from ..errors import NetcError, SoftShapeError
 from .base import (Layer, Ops, Param, fmt_shape, numel, register, require_4d, spatial_pair,
                    write_pair)
 
@@ -104,14 +104,20 @@ class Convolution(_ConvBase):
         require_4d(self, ins[0], loc)
         n, c, h, w = ins[0]
         self.check_groups(c, a, loc)
-        out = []
+        out, beyond = [], False
         for size, k, s, p, d in zip((h, w), a["kernel"], a["stride"], a["pad"], a["dilation"]):
             extent = d * (k - 1) + 1
-            o = (size + 2 * p - extent) // s + 1
+            span = size + 2 * p - extent
+            o = (span // s if span >= 0 else -(-span // s)) + 1   # C++ division truncates toward 0
             if o < 1:
                 raise NetcError(f"{self.type}: kernel extent {extent} (pad {p}) is larger than "
                                 f"its input {fmt_shape(ins[0])}", loc)
+            beyond |= span < 0
             out.append(o)
+        if beyond:
+            raise SoftShapeError(f"{self.type}: kernel {a['kernel'][0]}x{a['kernel'][1]} is larger than its "
+                                 f"padded input {fmt_shape(ins[0])}", loc, [(n, a["num_output"], out[0], out[1])],
+                                 caffe_accepts=True)
         return [(n, a["num_output"], out[0], out[1])]
 
     def param_shapes(self, ins, a):

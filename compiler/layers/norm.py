@@ -6,80 +6,86 @@ fusion could not fold them into the convolution or InnerProduct before them.
 from __future__ import annotations
 
 from ..errors import NetcError
-from .base import Layer, Ops, Param, numel, register
+from .base import Layer, Ops, Param, fmt_shape, numel, register
 
 
 class _AffineKernels(Layer):
-    """Base of BatchNorm, Scale and Bias: their one kernel per target, y = x * mul + add with
-    (mul, add) from BatchNorm's statistics, Scale's or Bias's blobs, or a second input."""
+    """Base of BatchNorm, Scale and Bias: their one kernel per target, y = x * mul + add, over x
+    seen as [outer, D, inner] with mul and add of D values each: per channel from BatchNorm's
+    statistics or per-channel blobs (folded into a producer where one fuses), else Caffe's
+    axis/num_axes broadcast of a blob or of a second input (SE nets: [N, C] at axis 0)."""
+
+    def unfolded(self, lo, n):
+        """(outer, D, inner, mul, add) for the kernel: mul/add ("param", D floats) or ("blob", key)."""
+        import numpy as np
+        d, a = lo.g.nodes[n], lo.g.nodes[n]["attrs"]
+        x = d["in_shapes"][0]
+        axis, span = self.broadcast(d["in_shapes"], a)
+        outer, D, inner = numel(x[:axis]), numel(x[axis:axis + span]), numel(x[axis + span:])
+        ones, zeros = ("param", np.ones(D)), ("param", np.zeros(D))
+        given = ("blob", d["inputs"][1]) if len(d["inputs"]) == 2 else None
+        if self.type == "Scale":
+            mul = given or ("param", lo.w[f"{n}.weight"].reshape(D))
+            add = ("param", lo.w[f"{n}.bias"].reshape(D)) if a["bias_term"] else zeros
+        else:
+            mul, add = ones, given or ("param", lo.w[f"{n}.bias"].reshape(D))
+        return outer, D, inner, mul, add
 
     def lower_cpu(self, lo, n):
-        """BatchNorm/Scale/Bias not folded into a conv: y = x * mul[n, c] + add[n, c]."""
-        import numpy as np
         from ..codegen.cpu_kit import i
         d, a, xs, _ = lo.io(n)
-        N, C, S = lo.nc_s(xs)
         ma = lo.affine(n)
         if ma is not None:
+            O, D, I = lo.nc_s(xs)
             extra, more, acts = lo.absorb(n, fold=True)
             if more is not None:
                 ma = (ma[0] * more[0], ma[1] * more[0] + more[1])
-            mul, add = lo.param(ma[0].reshape(1, C)), lo.param(ma[1].reshape(1, C))
-            mn = an = 0
+            mul, add = lo.param(ma[0].reshape(1, D)), lo.param(ma[1].reshape(1, D))
         else:
             extra, _, acts = lo.absorb(n, fold=False)
-            other = d["inputs"][1]
-            per_n = d["in_shapes"][1] == (N, C) and N > 1
-            blob = lo.view(other, (N if per_n else 1, C))
-            if d["type"] == "Scale":
-                mul, mn = blob, int(per_n)
-                add = lo.param((lo.w[f"{n}.bias"] if d["attrs"]["bias_term"] else np.zeros(C)).reshape(1, C))
-                an = 0
-            else:
-                mul, mn, add, an = lo.param(np.ones((1, C))), 0, blob, int(per_n)
+            O, D, I, msrc, asrc = self.unfolded(lo, n)
+            mul, add = (lo.view(src, (1, D)) if kind == "blob" else lo.param(src.reshape(1, D))
+                        for kind, src in (msrc, asrc))
         out = (extra or [n])[-1]
-        x, y = lo.view(d["inputs"][0], (N, C, S)), lo.view((out, 0), (N, C, S))
+        x, y = lo.view(d["inputs"][0], (O, D, I)), lo.view((out, 0), (O, D, I))
         k = lo.kernel("affine", f"""
             def NAME(x, m, a, y):
-                for r in prange({i(N * C)}):
-                    n = r // {i(C)}
-                    c = r % {i(C)}
-                    mc = m[n * {i(mn)}, c]
-                    ac = a[n * {i(an)}, c]
-                    for j in range({i(S)}):
+                for r in prange({i(O * D)}):
+                    n = r // {i(D)}
+                    c = r % {i(D)}
+                    mc = m[0, c]
+                    ac = a[0, c]
+                    for j in range({i(I)}):
                         v = x[n, c, j] * mc + ac
 ACTS
                         y[n, c, j] = v
-            """, N * C * S * 2, acts)
+            """, O * D * I * 2, acts)
         lo.step([n, *extra], [f"{k}({x}, {mul}, {add}, {y})"])
         return [n, *extra]
 
     def lower_cuda(self, lo, n):
-        """BatchNorm/Scale/Bias not folded into a conv: y = x * mul[n, c] + add[n, c]."""
-        import numpy as np
-        from ..codegen.cuda_kit import ONE, i, split_index, ux
+        from ..codegen.cuda_kit import i, split_index, ux
         d, a, xs, _ = lo.io(n)
-        N, C, S = lo.nc_s(xs)
         ma = lo.affine(n)
         if ma is not None:
+            O, D, I = lo.nc_s(xs)
             extra, more, acts, out = lo.fused(n, fold=True)
             if more is not None:
                 ma = (ma[0] * more[0], ma[1] * more[0] + more[1])
             mul, add = f"P[{ux(i(lo.param_offset(ma[0])), 'c')}]", f"P[{ux(i(lo.param_offset(ma[1])), 'c')}]"
         else:
             extra, _, acts, out = lo.fused(n, fold=False)
-            other = d["inputs"][1]
-            per_n = d["in_shapes"][1] == (N, C) and N > 1
-            blob = f"A[{ux(i(lo.addr(other)), f'n * {i(C)} + c' if per_n else 'c')}]"
-            if d["type"] == "Scale":
-                bias = lo.w[f"{n}.bias"] if d["attrs"]["bias_term"] else np.zeros(C)
-                mul, add = blob, f"P[{ux(i(lo.param_offset(bias)), 'c')}]"
-            else:
-                mul, add = ONE, blob
+            O, D, I, msrc, asrc = self.unfolded(lo, n)
+            mul, add = (f"A[{ux(i(lo.addr(src)), 'c')}]" if kind == "blob" else
+                        f"P[{ux(i(lo.param_offset(src)), 'c')}]" for kind, src in (msrc, asrc))
         x_off = lo.addr(d["inputs"][0])
-        body = "\n".join(split_index("i", [("n", N), ("c", C), ("_", S)]) + [
+        body = "\n".join(split_index("i", [("n", O), ("c", D), ("_", I)]) + [
             f"v = A[{ux(i(x_off), 'i')}] * {mul} + {add}", "ACTS", f"A[{lo.out_at(out)}] = v"])
-        return lo.step([n, *extra], [lo.elementwise("affine", body, N * C * S, acts)])
+        return lo.step([n, *extra], [lo.elementwise("affine", body, O * D * I, acts)])
+
+    def broadcast(self, ins, a) -> tuple[int, int]:
+        """(first axis, number of axes) that mul and add run along: the channel axis here."""
+        return 1, 1
 
 
 @register
@@ -141,29 +147,50 @@ class BatchNorm(_AffineKernels):
 
 
 class _ChannelAffine(_AffineKernels):
+    """Scale and Bias: Caffe's scale_layer.cpp / bias_layer.cpp broadcast. The blob (learned, or
+    the second input) spans `num_axes` axes of the input from `axis` (negative: from the end;
+    num_axes -1: to the end); with a second input, its own shape says how many."""
     family = "norm"
     elementwise = True
     max_inputs = 2
 
     def normalize(self, a, loc):
-        if a["axis"] != 1 or a["num_axes"] != 1:
-            raise NetcError(f"{self.type}: only axis 1, num_axes 1 (per channel) is supported", loc)
+        if a["num_axes"] < -1:
+            raise NetcError(f"{self.type}: num_axes must be -1 (all remaining) or more, got {a['num_axes']}", loc)
         return a
 
+    def broadcast(self, ins, a) -> tuple[int, int]:
+        nd = len(ins[0])
+        axis = a["axis"] + nd if a["axis"] < 0 else a["axis"]
+        if len(ins) == 2:
+            return axis, len(ins[1])
+        return axis, (nd - axis if a["num_axes"] == -1 else a["num_axes"])
+
+    def blob_shape(self, ins, a) -> tuple:
+        axis, span = self.broadcast(ins, a)
+        return tuple(ins[0][axis:axis + span])
+
     def shapes(self, ins, a, loc):
-        if len(ins[0]) < 2:
-            raise NetcError(f"{self.type} needs a channel axis", loc)
-        if len(ins) == 2 and ins[1] != (ins[0][1],) and ins[1] != ins[0][:2]:
-            raise NetcError(f"{self.type}: second input must hold one value per channel "
-                            f"({ins[0][1]}), got {list(ins[1])}", loc)
+        nd = len(ins[0])
+        axis, span = self.broadcast(ins, a)
+        if not 0 <= axis < max(nd, 1) or axis + span > nd:
+            raise NetcError(f"{self.type}: axis {a['axis']} with {span} axes does not fit the input "
+                            f"{fmt_shape(ins[0])}", loc)
+        if len(ins) == 2 and tuple(ins[1]) != tuple(ins[0][axis:axis + span]):
+            raise NetcError(f"{self.type}: the second input {fmt_shape(ins[1])} must match the first's axes "
+                            f"{axis}..{axis + span - 1} {fmt_shape(ins[0][axis:axis + span])} (scale_param axis)", loc)
         return [ins[0]]
+
+    def per_channel(self, a) -> bool:
+        return a["axis"] == 1 and a["num_axes"] == 1
 
     def reference(self, torch, xs, a, p, node):
         x = xs[0]
-        shape = (x.shape[0] if len(xs) == 2 and xs[1].dim() == 2 else 1, x.shape[1]) + (1,) * (x.dim() - 2)
+        axis, span = self.broadcast([tuple(t.shape) for t in xs], a)
+        shape = (1,) * axis + tuple(x.shape[axis:axis + span]) + (1,) * (x.dim() - axis - span)
         if self.type == "Scale":
             m = (xs[1] if len(xs) == 2 else p("weight")).reshape(shape)
-            b = p("bias").reshape((1,) + shape[1:]) if a["bias_term"] else 0
+            b = p("bias").reshape(shape) if a["bias_term"] else 0
         else:
             m, b = 1, (xs[1] if len(xs) == 2 else p("bias")).reshape(shape)
         return [x * m + b]
@@ -179,10 +206,10 @@ class Scale(_ChannelAffine):
     short = "scale"
 
     def param_shapes(self, ins, a):
-        c = ins[0][1]
-        shapes = {} if len(ins) == 2 else {"weight": (c,)}
+        blob = self.blob_shape(ins, a)
+        shapes = {} if len(ins) == 2 else {"weight": blob}
         if a["bias_term"]:
-            shapes["bias"] = (c,)
+            shapes["bias"] = blob
         return shapes
 
     def ops(self, ins, outs, a):
@@ -191,6 +218,8 @@ class Scale(_ChannelAffine):
 
     def affine(self, name, a, channels, w):
         import numpy as np
+        if not self.per_channel(a):
+            return None
         return w[f"{name}.weight"].astype(np.float64), (w[f"{name}.bias"] if a["bias_term"] else np.zeros(channels))
 
 
@@ -203,13 +232,15 @@ class Bias(_ChannelAffine):
     short = "bias"
 
     def param_shapes(self, ins, a):
-        return {} if len(ins) == 2 else {"bias": (ins[0][1],)}
+        return {} if len(ins) == 2 else {"bias": self.blob_shape(ins, a)}
 
     def ops(self, ins, outs, a):
         return Ops(add=numel(outs[0]))
 
     def affine(self, name, a, channels, w):
         import numpy as np
+        if not self.per_channel(a):
+            return None
         return np.ones(channels), w[f"{name}.bias"].astype(np.float64)
 
 

@@ -5,17 +5,18 @@ Kernels: one numba loop nest (CPU) and one thread per output (CUDA) per layer.
 """
 from __future__ import annotations
 
-from ..errors import NetcError
+from ..errors import NetcError, SoftShapeError
 from .base import Layer, Ops, Param, fmt_shape, numel, register, require_4d, write_pair
 
 POOL_METHODS = ("MAX", "AVE", "STOCHASTIC")
 
 
-def pooled_size(size: int, k: int, s: int, p: int, ceil: bool) -> int:
-    """Caffe PoolingLayer::Reshape, in exact integer arithmetic."""
+def pooled_size(size: int, k: int, s: int, p: int, ceil: bool, any_pad: bool | None = None) -> int:
+    """Caffe PoolingLayer::Reshape, in exact integer arithmetic. The clip rule runs on both axes
+    when either has padding (`if (pad_h_ || pad_w_)`), each with its own pad: `any_pad`."""
     span = size + 2 * p - k
     out = (-(-span // s) if ceil else span // s) + 1
-    if p and (out - 1) * s >= size + p:
+    if (p if any_pad is None else any_pad) and (out - 1) * s >= size + p:
         out -= 1  # the last window would start in the padding: Caffe clips it
     return out
 
@@ -82,11 +83,14 @@ class Pooling(Layer):
         require_4d(self, ins[0], loc)
         n, c, h, w = ins[0]
         kernel, stride, pad = self.geometry(ins[0], a)
-        out = []
-        for size, k, s, p in zip((h, w), kernel, stride, pad):
-            if size + 2 * p < k:
-                raise NetcError(f"Pooling kernel {k} is larger than its input {fmt_shape(ins[0])}", loc)
-            out.append(pooled_size(size, k, s, p, a["round_mode"] == "CEIL"))
+        out = [pooled_size(size, k, s, p, a["round_mode"] == "CEIL", any(pad))
+               for size, k, s, p in zip((h, w), kernel, stride, pad)]
+        if min(out) < 1:
+            raise NetcError(f"Pooling kernel {kernel[0]}x{kernel[1]} leaves no output of its input "
+                            f"{fmt_shape(ins[0])}", loc)
+        if any(size + 2 * p < k for size, k, p in zip((h, w), kernel, pad)):
+            raise SoftShapeError(f"Pooling kernel {kernel[0]}x{kernel[1]} is larger than its input "
+                                 f"{fmt_shape(ins[0])}", loc, [(n, c, out[0], out[1])], caffe_accepts=True)
         return [(n, c, out[0], out[1])]
 
     def ops(self, ins, outs, a):
