@@ -25,7 +25,7 @@ def build_graph(spec: ModelSpec) -> nx.DiGraph:
     g.graph["warnings"]: repeated layer names (Caffe allows them) get a #2 suffix, and a bottom
     naming a layer rather than a blob (a typo Netscope forgives) reads that layer's output."""
     lenient = spec.language == "prototxt"
-    g = nx.DiGraph(name=spec.name, path=spec.path, language=spec.language, warnings=[],
+    g = nx.DiGraph(name=spec.name, path=spec.path, language=spec.language, warnings=list(spec.warnings),
                    block_types=dict(spec.block_types), dropped=dict(spec.dropped))
     producer: dict[str, tuple[str, int]] = {}
     for ls in spec.layers:
@@ -58,8 +58,12 @@ def build_graph(spec: ModelSpec) -> nx.DiGraph:
         if lenient and not tops and layer.outputs == 1:
             tops = [name]
             g.graph["warnings"].append((ls.loc, f'layer "{name}" has no top; netc names its output "{name}"'))
-        if layer.outputs is not None and len(tops) != layer.outputs and not ls.declared_shapes:
-            raise NetcError(f"{layer.type} has {layer.outputs} top(s), got {len(tops)}", ls.loc)
+        if (layer.outputs is not None and not layer.outputs <= len(tops) <= layer.outputs + layer.optional_outputs
+                and not ls.declared_shapes):
+            most = layer.outputs + layer.optional_outputs
+            raise NetcError(f"{layer.type} has {layer.outputs}{f' to {most}' if most > layer.outputs else ''} "
+                            f"top(s), got {len(tops)}", ls.loc)
+        layer.check_outputs(len(tops), attrs, ls.loc)
         if len(set(tops)) != len(tops):
             raise NetcError(f'layer "{ls.name}" names the same top twice', ls.loc)
         for top in tops:

@@ -51,23 +51,23 @@ def infer_shapes(g: nx.DiGraph, opts: Options = Options()) -> None:
             outs = [tuple(s) for s in d["declared"]]
             if len(outs) != len(d["tops"]):
                 raise NetcError(f'layer "{n}" declares {len(outs)} output shape(s) for {len(d["tops"])} top(s)', d["loc"])
+        elif not ins and any(t in overrides for t in d["tops"]):
+            outs = layer.given_shapes([overrides.pop(t, None) for t in d["tops"]], d["attrs"], d["loc"])
         elif layer.outputs is None:
             outs = layer.multi_shapes(ins, d["attrs"], d["loc"], len(d["tops"]))
         else:
             try:
-                outs = layer.shapes(ins, d["attrs"], d["loc"])
+                outs = layer.shapes(ins, d["attrs"], d["loc"])[:len(d["tops"]) or 1]
             except SoftShapeError as e:
                 if g.graph.get("language") != "prototxt":
                     raise
-                outs = e.fallback
+                outs = e.fallback[:len(d["tops"]) or 1]
                 why = (" (Caffe builds it too; an input sized at run time? analyze it at its real size with "
                        "--input-shape NAME=NxCxHxW)" if e.caffe_accepts else
                        " (Caffe would stop here; netc continues as Netscope does)")
                 warning = (d["loc"], e.message + why)
                 if warning not in g.graph["warnings"]:
                     g.graph["warnings"].append(warning)
-        if not ins and overrides:
-            outs = [_override(overrides, top, s, d["loc"]) for top, s in zip(d["tops"], outs)]
         if batch is not None and not ins and outs:
             outs = [(batch, *s[1:]) if len(s) else s for s in outs]
         for s in outs:
@@ -78,16 +78,6 @@ def infer_shapes(g: nx.DiGraph, opts: Options = Options()) -> None:
         d["shapes"] = [tuple(s) for s in outs]
     if overrides:   # Network.set_input_shapes checked the names: only a phase's absent input is left
         raise NetcError(f'"{next(iter(overrides))}" is not an input of this network')
-
-
-def _override(overrides: dict, top: str, shape: tuple, loc) -> tuple:
-    if top not in overrides:
-        return shape
-    new = tuple(overrides.pop(top))
-    if len(new) != len(shape):
-        raise NetcError(f'input "{top}" has {len(shape)} dimensions ({fmt_shape(shape)}); '
-                        f"--input-shape gives {len(new)} ({fmt_shape(new)})", loc)
-    return new
 
 
 def count_costs(g: nx.DiGraph, opts: Options = Options()) -> None:

@@ -19,8 +19,26 @@ NET_FIELDS = {"name", "input", "input_dim", "input_shape", "layer", "layers", "f
 LAYER_FIELDS = {"name", "type", "bottom", "top", "phase", "loss_weight", "param", "blobs",
                 "propagate_down", "include", "exclude", "blobs_lr", "weight_decay", "force_backward"}
 DIRECTIVE = re.compile(r"#\s*netc:\s*output_shape\s+(.+?)\s*$")
-
-
+# LayerParameter messages of BVLC Caffe (caffe.proto) and of the forks whose files circulate
+# (SSD, PSPNet/DeepLab, SegNet/ENet, Faster R-CNN, R-FCN, YOLO ports, ShuffleNet, caffe-face,
+# SphereFace, Intel Caffe): a layer may carry another type's message and Caffe ignores it
+KNOWN_MESSAGES = frozenset("""
+    accuracy_param argmax_param batch_norm_param bias_param clip_param concat_param contrastive_loss_param
+    convolution_param crop_param data_param dropout_param dummy_data_param eltwise_param elu_param
+    embed_param exp_param flatten_param hdf5_data_param hdf5_output_param hinge_loss_param
+    image_data_param infogain_loss_param inner_product_param input_param log_param loss_param lrn_param
+    memory_data_param mvn_param parameter_param pooling_param power_param prelu_param python_param
+    recurrent_param reduction_param relu_param reshape_param scale_param sigmoid_param softmax_param
+    spp_param slice_param swish_param tanh_param threshold_param tile_param transform_param
+    window_data_param
+    annotated_data_param detection_evaluate_param detection_output_param multibox_loss_param norm_param
+    permute_param prior_box_param video_data_param
+    interp_param bn_param upsample_param dense_image_data_param adaptive_bias_channel_param
+    roi_pooling_param proposal_param smooth_l1_loss_param psroi_pooling_param roi_align_param
+    region_param reorg_param yolo_param shuffle_channel_param center_loss_param
+    margin_inner_product_param label_specific_add_param focal_loss_param lstm_param
+    deformable_convolution_param convolution_depthwise_param axpy_param normalize_param
+    """.split())
 
 
 _ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{1,2}|[0-7]{1,3}|.)")
@@ -184,6 +202,7 @@ def load(text: str, path: str, phase: str = "test") -> ModelSpec:
     layers: list[LayerSpec] = []
     other_phase: list[LayerSpec] = []
     dropped: dict[str, list[str]] = {}
+    warnings: list = []
     inputs, dims, shapes = [], [], []
     for f in fields:
         if f.key == "name":
@@ -200,7 +219,7 @@ def load(text: str, path: str, phase: str = "test") -> ModelSpec:
         elif f.key in ("layer", "layers"):
             if not isinstance(f.value, list):
                 raise NetcError(f'"{f.key}" must be a {{ ... }} block', f.loc)
-            spec = _layer(f, path, directives, dropped)
+            spec = _layer(f, path, directives, dropped, warnings)
             (layers if _phase_ok(f.value, phase) else other_phase).append(spec)
         elif f.key not in NET_FIELDS:
             raise NetcError(f'unknown network field "{f.key}"' + did_you_mean(f.key, NET_FIELDS), f.loc)
@@ -209,7 +228,7 @@ def load(text: str, path: str, phase: str = "test") -> ModelSpec:
     left_out = [ls.name for ls in other_phase if id(ls) not in kept]
     if left_out:
         dropped = {f"layers of another phase than {phase}": left_out, **dropped}
-    return ModelSpec(name, layers, path, text, "prototxt", dropped=dropped)
+    return ModelSpec(name, layers, path, text, "prototxt", dropped=dropped, warnings=warnings)
 
 
 def _borrow_sources(layers: list[LayerSpec], other_phase: list[LayerSpec]) -> list[LayerSpec]:
@@ -258,7 +277,21 @@ DROPPED = {"param": _RATES, "blobs_lr": _RATES, "weight_decay": _RATES, "include
            "weight_filler": _FILLERS, "bias_filler": _FILLERS, "filler": _FILLERS}
 
 
-def _layer(block: Field, path: str, directives, dropped: dict | None = None) -> LayerSpec:
+def _respell(layer, f: Field, warnings: list) -> Field:
+    """A fork's spelling of a Caffe field (Pooling's ceil_mode) as Caffe's, with a warning."""
+    if f.key not in layer.respelled:
+        return f
+    key, values = layer.respelled[f.key]
+    value = values.get(str(f.value).lower())
+    if value is None:
+        raise NetcError(f'{layer.type} "{f.key}" is one of {", ".join(values)}, got {f.value}', f.loc)
+    warnings.append((f.loc, f'"{f.key}: {str(f.value).lower()}" is a Caffe fork\'s spelling; read as "{key}: {value}" '
+                            f"(BVLC Caffe rejects the field)"))
+    return Field(key, Enum(value), f.loc)
+
+
+def _layer(block: Field, path: str, directives, dropped: dict | None = None,
+           warnings: list | None = None) -> LayerSpec:
     name = type_name = None
     type_loc = block.loc
     bottoms, tops, bottom_locs, raw = [], [], [], []
@@ -285,8 +318,14 @@ def _layer(block: Field, path: str, directives, dropped: dict | None = None) -> 
         if f.key in layer.messages:
             if not isinstance(f.value, list):
                 raise NetcError(f'"{f.key}" must be a {{ ... }} block', f.loc)
-            params.extend(f.value)
+            params.extend(_respell(layer, x, warnings) for x in f.value)
             left_out.update(DROPPED[x.key] for x in f.value if x.key in DROPPED)
+        elif f.key.endswith("_param") and f.key not in KNOWN_MESSAGES:
+            own = did_you_mean(f.key, layer.messages)
+            if own:   # pooling_parm: a typo of the layer's own message would drop its settings
+                raise NetcError(f'{layer.type} has no message "{f.key}"' + own, f.loc)
+            warnings.append((f.loc, f'unknown parameter message "{f.key}" ignored (Caffe and the forks netc '
+                                    f'knows have none)' + did_you_mean(f.key, KNOWN_MESSAGES)))
         elif f.key.endswith("_param") or f.key in LAYER_FIELDS:
             left_out.add(DROPPED.get(f.key) or (
                 "other layer types' parameter messages" if f.key.endswith("_param") else f.key))

@@ -35,3 +35,4 @@ class ModelSpec:
     language: str          # "prototxt" | "net"
     block_types: dict = field(default_factory=dict)  # block instance path -> block name
     dropped: dict = field(default_factory=dict)  # what of a Caffe file the IR keeps not: kind -> layer names
+    warnings: list = field(default_factory=list)  # (Loc, message) found while reading the file

@@ -29,7 +29,8 @@ def expected(g: nx.DiGraph) -> dict[str, tuple]:
         for k, s in d.get("param_shapes", {}).items():
             keys[f"{n}.{k}"] = tuple(s)
         for k in REGISTRY[d["type"]].required_buffers:
-            keys[f"{n}.{k}"] = tuple(d["buffer_shapes"][k])
+            if k in d["buffer_shapes"]:
+                keys[f"{n}.{k}"] = tuple(d["buffer_shapes"][k])
     return keys
 
 

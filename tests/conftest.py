@@ -32,6 +32,7 @@ def _find_refs() -> Path:
 
 REFS = _find_refs()
 REF_FILES = sorted(REFS.glob("*.prototxt"))
+WILD = REFS.parent / "wild"      # 53 third-party files (refs/wild/SOURCES.md)
 PYTHON_LAYER_FILES = {"fasterRCNN_AlexNet", "fasterRCNN_ResNet", "fasterRCNN_VGG", "fasterRCNN_ZynqNet"}
 
 

@@ -265,3 +265,31 @@ def test_scale_and_bias_broadcast_along_caffes_axes():
     wrong = text + layer("w", "Scale", ["s2", "gr"], "w", "scale_param { axis: 1 }")
     with pytest.raises(NetcError, match=r"second input \[1, 4\] must match the first's axes 1..2 \[4, 4\]"):
         loads(wrong, path="wrong.prototxt").analyze()
+
+
+def test_fork_bn_layers_of_pspnet_and_segnet():
+    """`BN` is not BatchNorm: PSPNet's (slope, bias, mean, variance: 2C parameters + 2C
+    statistics, y = slope (x - mean) / sqrt(var + eps) + bias) and SegNet's INFERENCE mode
+    (scale, shift: y = scale x + shift). Both fold into the conv before them; LEARN mode (batch
+    statistics at test time) is analyzed but not run."""
+    psp = 'bn_param { slope_filler { type: "constant" value: 1 } frozen: true eps: 0.001 }'
+    seg = 'bn_param { bn_mode: INFERENCE scale_filler { type: "constant" value: 1 } }'
+    text = inp(2, 3, 6, 6) + "".join([
+        layer("c", "Convolution", "data", "c", "convolution_param { num_output: 4 kernel_size: 3 }"),
+        layer("b1", "BN", "c", "c", psp),
+        layer("r", "ReLU", "c", "c"),
+        layer("b2", "BN", "c", "b2", seg),
+        layer("p", "Pooling", "b2", "p", "pooling_param { pool: MAX kernel_size: 2 stride: 2 }"),
+        layer("b3", "BN", "p", "b3", psp),
+    ])
+    check(text)
+    net = loads(text, path="bn.prototxt")
+    net.analyze()
+    nodes = net.graph.nodes
+    assert [(nodes[n]["params"], nodes[n]["buffers"]) for n in ("b1", "b2", "b3")] == [(8, 8), (8, 0), (8, 8)]
+    ex = net.compile()
+    assert any(s.layers[:2] == ["c", "b1"] for s in ex.program.steps)      # folded into the conv
+    learn = inp(1, 3, 4, 4) + layer("b", "BN", "data", "b", "bn_param { scale_filler { value: 1 } }")
+    loads(learn, path="learn.prototxt").analyze()
+    with pytest.raises(NetcError, match="LEARN mode normalizes with each batch's own statistics"):
+        loads(learn, path="learn.prototxt").compile()

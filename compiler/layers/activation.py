@@ -226,6 +226,9 @@ class Clip(_Pointwise):
     short = "clip"
     per_element = Ops(comp=2)
 
+    def written_params(self, a):
+        return [("min", a["min"]), ("max", a["max"])]   # BVLC's clip_param requires both
+
     def activation(self, a, k):
         return [f"v = min(max(v, {k.f32(a['min'])}), {k.f32(a['max'])})"]
 
@@ -297,3 +300,80 @@ class Swish(_Pointwise):
 
     def reference(self, torch, xs, a, p, node):
         return [xs[0] * torch.sigmoid(a["beta"] * xs[0])]
+
+
+def _log_of_base(base: float) -> float:
+    """Caffe's base -1 means e (exp_layer.cpp, log_layer.cpp)."""
+    import math
+    return 1.0 if base == -1 else math.log(base)
+
+
+class _BaseShiftScale(_Pointwise):
+    """Exp and Log: base, scale, shift as in caffe.proto's ExpParameter / LogParameter."""
+    params = (Param("base", "float", -1.0, min=None), Param("scale", "float", 1.0, min=None),
+              Param("shift", "float", 0.0, min=None))
+
+    def normalize(self, a, loc):
+        from ..errors import NetcError
+        if a["base"] != -1 and a["base"] <= 0:
+            raise NetcError(f"{self.type}: base must be positive (or -1 for e), got {a['base']}", loc)
+        if a["base"] == 1 and self.type == "Log":
+            raise NetcError("Log: base 1 has no logarithm", loc)
+        return a
+
+    def element_ops(self, a):
+        return Ops(mul=1 if a["scale"] != 1 else 0, add=1 if a["shift"] else 0, exp=1)
+
+    def _inner(self, a, k) -> list[str]:
+        lines = [] if a["scale"] == 1 else [f"v = v * {k.f32(a['scale'])}"]
+        return lines + ([] if a["shift"] == 0 else [f"v = v + {k.f32(a['shift'])}"])
+
+
+@register
+class Exp(_BaseShiftScale):
+    """y = base ^ (shift + scale * x)."""
+    type = "Exp"
+    aliases = ("EXP",)
+    messages = ("exp_param",)
+    short = "exp"
+
+    def activation(self, a, k):
+        lines = self._inner(a, k)
+        ln = _log_of_base(a["base"])
+        return lines + [f"v = {k.math}.exp(v)" if ln == 1.0 else f"v = {k.math}.exp(v * {k.f32(ln)})"]
+
+    def reference(self, torch, xs, a, p, node):
+        return [torch.exp(_log_of_base(a["base"]) * (a["shift"] + a["scale"] * xs[0]))]
+
+
+@register
+class Log(_BaseShiftScale):
+    """y = log_base(shift + scale * x)."""
+    type = "Log"
+    messages = ("log_param",)
+    short = "log"
+
+    def activation(self, a, k):
+        lines = self._inner(a, k)
+        ln = _log_of_base(a["base"])
+        return lines + [f"v = {k.math}.log(v)" if ln == 1.0 else f"v = {k.math}.log(v) * {k.f32(1.0 / ln)}"]
+
+    def reference(self, torch, xs, a, p, node):
+        return [torch.log(a["shift"] + a["scale"] * xs[0]) / _log_of_base(a["base"])]
+
+
+@register
+class Threshold(_Pointwise):
+    """y = 1 where x > threshold, else 0 (threshold_layer.cpp)."""
+    type = "Threshold"
+    aliases = ("THRESHOLD",)
+    messages = ("threshold_param",)
+    params = (Param("threshold", "float", 0.0, min=None),)
+    short = "threshold"
+    per_element = Ops(comp=1)
+
+    def activation(self, a, k):
+        return [f"v = {k.one} if v > {k.f32(a['threshold'])} else {k.zero}"]
+
+    def reference(self, torch, xs, a, p, node):
+        return [(xs[0] > a["threshold"]).to(xs[0].dtype)]

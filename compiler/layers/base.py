@@ -76,11 +76,13 @@ class Layer:
     messages: tuple = ()         # Caffe *_param messages holding this layer's fields
     params: tuple = ()
     ignored: tuple = ("engine", "weight_filler", "bias_filler", "filler")  # accepted, no effect
+    respelled: dict = {}         # a widespread fork's field -> (Caffe's field, {fork value: Caffe value})
     family: str = "other"        # conv pool fc norm activation merge data shape loss detection
     short: str = "layer"         # prefix for generated names
     min_inputs: int = 1
     max_inputs: int | None = 1
     outputs: int | None = 1      # None: as many as tops given
+    optional_outputs: int = 0    # tops a file may add (MAX pooling's argmax mask); shapes() gives them too
     elementwise: bool = False    # output i depends on input i only: may run in place
     forward: bool = True         # False for loss/accuracy: kept but not part of inference
     source: bool = False         # produces the network's inputs (fed, never computed)
@@ -146,6 +148,10 @@ class Layer:
                     f"{self.min_inputs} to {self.max_inputs}")
             raise NetcError(f"{self.type} takes {want} input(s), got {n}", loc)
 
+    def check_outputs(self, ntops: int, a: dict, loc: Loc) -> None:
+        """Refuse a top count these parameters do not allow (beyond `outputs` and
+        `optional_outputs`)."""
+
     def shapes(self, ins: list[Shape], a: dict, loc: Loc) -> list[Shape]:
         return [ins[0]]
 
@@ -159,6 +165,16 @@ class Layer:
 
     # stored buffers a weights file must carry (the rest of buffer_shapes may be left out)
     required_buffers: tuple = ()
+
+    def given_shapes(self, given: list, a: dict, loc: Loc) -> list[Shape]:
+        """A source's output shapes when the user gave some (--input-shape; None for the rest):
+        the given ones replace what the file says, with as many dimensions."""
+        natural = self.multi_shapes([], a, loc, len(given))
+        for top, (new, old) in enumerate(zip(given, natural)):
+            if new is not None and len(new) != len(old):
+                raise NetcError(f"this input has {len(old)} dimensions ({fmt_shape(old)}); --input-shape "
+                                f"gives {len(new)} ({fmt_shape(tuple(new))})", loc)
+        return [tuple(new) if new is not None else old for new, old in zip(given, natural)]
 
     def optional_blobs(self, a: dict) -> dict[str, Shape]:
         """Blobs a weights file may carry or leave out (BatchNorm's moving-average factor)."""
@@ -266,9 +282,19 @@ def register(cls):
 def lookup(type_name: str, loc: Loc) -> Layer:
     layer = _ALIASES.get(type_name) or _ALIASES.get(type_name.lower())
     if layer is None:
-        hint = did_you_mean(type_name, list(REGISTRY)) or did_you_mean(type_name, list(_ALIASES))  # V1 enums
-        raise NetcError(f'unknown layer type "{type_name}"' + hint, loc)
+        raise NetcError(f'unknown layer type "{type_name}"' + _suggest_type(type_name), loc)
     return layer
+
+
+def _suggest_type(word: str) -> str:
+    """The closest type name in its own spelling (V1 enums such as INNER_PRODUCT included),
+    compared without case: "upsampel" suggests "Upsample", never a lowercase alias."""
+    import difflib
+    names = {}
+    for name in [*REGISTRY, *(a for a in _ALIASES if not a.islower())]:
+        names.setdefault(name.lower(), name)
+    close = difflib.get_close_matches(word.lower(), list(names), n=1, cutoff=0.6)
+    return f' (did you mean "{names[close[0]]}"?)' if close else ""
 
 
 def _coerce(layer_type: str, p: Param, v: Any, loc: Loc):

@@ -99,6 +99,48 @@ class ImageData(_Source):
 
 
 @register
+class DenseImageData(_Source):
+    """SegNet's data layer (caffe-segnet): images and per-pixel label maps listed in `source`.
+    Its size is the first image's unless new_height/new_width or crop_size say: give it with
+    --input-shape data=NxCxHxW; the label map is [N, 1, H, W]."""
+    type = "DenseImageData"
+    messages = ("dense_image_data_param", "transform_param")
+    params = (Param("batch_size", default=1, positive=True, message="dense_image_data_param"),
+              Param("new_height", default=0, message="dense_image_data_param"),
+              Param("new_width", default=0, message="dense_image_data_param"),
+              Param("crop_height", default=0, message="dense_image_data_param"),
+              Param("crop_width", default=0, message="dense_image_data_param"),
+              Param("is_color", "bool", True, message="dense_image_data_param"),
+              Param("source", "str", message="dense_image_data_param"),
+              Param("root_folder", "str", message="dense_image_data_param"),
+              Param("mirror", "bool", False, message="dense_image_data_param"),
+              Param("shuffle", "bool", False, message="dense_image_data_param"), *TRANSFORM)
+    short = "data"
+
+    def feeds(self, port):
+        return port == 0     # the second top is the label map
+
+    def _sized(self, n, c, h, w, ntops):
+        if ntops > 2:
+            raise NetcError(f"DenseImageData has at most 2 tops (data, label), got {ntops}")
+        return [(n, c, h, w), (n, 1, h, w)][:ntops]
+
+    def multi_shapes(self, ins, a, loc, ntops):
+        h = a["crop_height"] or a["crop_size"] or a["new_height"]
+        w = a["crop_width"] or a["crop_size"] or a["new_width"]
+        if not h or not w:
+            raise NetcError("DenseImageData takes its size from the first image of its source list: give it "
+                            "with --input-shape NAME=NxCxHxW (SegNet's CamVid: data=1x3x360x480)", loc)
+        return self._sized(a["batch_size"], 3 if a["is_color"] else 1, h, w, ntops)
+
+    def given_shapes(self, given, a, loc):
+        data = given[0]
+        if data is None or len(data) != 4:
+            raise NetcError("--input-shape for DenseImageData gives its image blob as NxCxHxW", loc)
+        return self._sized(*data, len(given))
+
+
+@register
 class DummyData(_Source):
     type = "DummyData"
     messages = ("dummy_data_param",)

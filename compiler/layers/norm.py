@@ -94,7 +94,6 @@ class BatchNorm(_AffineKernels):
     statistics: mean, variance and the moving-average factor, counted as buffers (2C + 1)."""
     type = "BatchNorm"
     cost = "per element: 1 add + 1 divide (+ 1 multiply + 1 add with affine)"
-    aliases = ("BN",)
     messages = ("batch_norm_param",)
     params = (
         Param("use_global_stats", "bool", None),
@@ -144,6 +143,92 @@ class BatchNorm(_AffineKernels):
         return [torch.nn.functional.batch_norm(
             xs[0], p("mean") * f, p("var") * f, p("weight") if a["affine"] else None,
             p("bias") if a["affine"] else None, False, 0.0, a["eps"])]
+
+
+@register
+class BN(_AffineKernels):
+    """The `BN` layer of the Caffe forks behind PSPNet, Attention-56 (yjxiong's: bn_param with
+    slope_filler, bias_filler, frozen, momentum, eps; blobs slope, bias, mean, variance, each
+    [1, C, 1, 1]; test phase normalizes with the stored statistics) and SegNet/ENet
+    (caffe-segnet's: bn_param with scale_filler, shift_filler, bn_mode; blobs scale and shift;
+    INFERENCE: y = scale * x + shift, the statistics folded in; LEARN normalizes with the
+    batch's own statistics even at test time). Which fork wrote it shows in its fields."""
+    type = "BN"
+    cost = "per element: 1 multiply + 1 add (the statistics fold into a per-channel affine)"
+    messages = ("bn_param",)
+    params = (
+        Param("slope_filler", "msg"), Param("bias_filler", "msg"), Param("frozen", "bool", False),
+        Param("momentum", "float", 0.9), Param("eps", "float", 1e-5, positive=True),
+        Param("scale_filler", "msg"), Param("shift_filler", "msg"),
+        Param("bn_mode", "enum", None, choices=("LEARN", "INFERENCE")),
+    )
+    ignored = ("engine",)
+    family = "norm"
+    short = "bn"
+    elementwise = True
+
+    def normalize(self, a, loc):
+        segnet = any(a[k] is not None for k in ("scale_filler", "shift_filler", "bn_mode"))
+        pspnet = a["slope_filler"] is not None or a["bias_filler"] is not None
+        if segnet and pspnet:
+            raise NetcError("BN mixes two forks' fields (slope/bias_filler and scale/shift_filler, bn_mode)", loc)
+        return {"fork": "segnet" if segnet else "pspnet", "eps": a["eps"],
+                "learn": segnet and a["bn_mode"] != "INFERENCE"}
+
+    def written_params(self, a):
+        if a["fork"] == "segnet":
+            return [("bn_mode", "LEARN" if a["learn"] else "INFERENCE")]
+        return [("eps", a["eps"])] if a["eps"] != 1e-5 else []
+
+    def shapes(self, ins, a, loc):
+        if len(ins[0]) < 2:
+            raise NetcError("BN needs a channel axis", loc)
+        return [ins[0]]
+
+    def param_shapes(self, ins, a):
+        c = ins[0][1]
+        return {"weight": (c,), "bias": (c,)}
+
+    def buffer_shapes(self, ins, a):
+        c = ins[0][1]
+        return {"mean": (c,), "var": (c,)} if a["fork"] == "pspnet" else {}
+
+    required_buffers = ("mean", "var")   # the PSPNet fork's; SegNet's BN has none
+
+    def ops(self, ins, outs, a):
+        n = numel(outs[0])
+        return Ops(mul=n, add=n) if not a["learn"] else Ops(mul=2 * n, add=3 * n, div=n)
+
+    def affine(self, name, a, channels, w):
+        import numpy as np
+        if a["learn"]:
+            return None
+        mul, add = w[f"{name}.weight"].astype(np.float64), w[f"{name}.bias"].astype(np.float64)
+        if a["fork"] == "pspnet":
+            inv = 1.0 / np.sqrt(w[f"{name}.var"].astype(np.float64) + a["eps"])
+            mul, add = mul * inv, add - mul * inv * w[f"{name}.mean"]
+        return mul, add
+
+    def lower_cpu(self, lo, n):
+        self._refuse_learn(lo, n)
+        return super().lower_cpu(lo, n)
+
+    def lower_cuda(self, lo, n):
+        self._refuse_learn(lo, n)
+        return super().lower_cuda(lo, n)
+
+    def _refuse_learn(self, lo, n):
+        d = lo.g.nodes[n]
+        if d["attrs"]["learn"]:
+            raise NetcError("BN in LEARN mode normalizes with each batch's own statistics; netc runs SegNet's "
+                            "BN with bn_mode: INFERENCE (its statistics folded into scale and shift)", d["loc"])
+
+    def reference(self, torch, xs, a, p, node):
+        shape = (1, -1) + (1,) * (xs[0].dim() - 2)
+        y = xs[0]
+        if a["fork"] == "pspnet":
+            y = (y - p("mean").reshape(shape)) / torch.sqrt(p("var").reshape(shape) + a["eps"])
+        return [y * p("weight").reshape(shape) + p("bias").reshape(shape)]
 
 
 class _ChannelAffine(_AffineKernels):

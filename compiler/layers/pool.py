@@ -37,6 +37,9 @@ class Pooling(Layer):
     )
     family = "pool"
     short = "pool"
+    optional_outputs = 1     # MAX pooling's second top: where each max came from (SegNet, ENet)
+    # DenseNet/DPN/WRN ports were made with a Caffe fork that spells round_mode this way
+    respelled = {"ceil_mode": ("round_mode", {"true": "CEIL", "false": "FLOOR"})}
 
     def normalize(self, a, loc):
         def pair(name, h, w):
@@ -88,10 +91,15 @@ class Pooling(Layer):
         if min(out) < 1:
             raise NetcError(f"Pooling kernel {kernel[0]}x{kernel[1]} leaves no output of its input "
                             f"{fmt_shape(ins[0])}", loc)
+        y = (n, c, out[0], out[1])
         if any(size + 2 * p < k for size, k, p in zip((h, w), kernel, pad)):
             raise SoftShapeError(f"Pooling kernel {kernel[0]}x{kernel[1]} is larger than its input "
-                                 f"{fmt_shape(ins[0])}", loc, [(n, c, out[0], out[1])], caffe_accepts=True)
-        return [(n, c, out[0], out[1])]
+                                 f"{fmt_shape(ins[0])}", loc, [y, y], caffe_accepts=True)
+        return [y, y]    # the output, and the mask a second top may ask for
+
+    def check_outputs(self, ntops, a, loc):
+        if ntops == 2 and a["pool"] != "MAX":
+            raise NetcError(f"only MAX pooling has a second top (the argmax mask); this one is {a['pool']}", loc)
 
     def ops(self, ins, outs, a):
         kernel, _, _ = self.geometry(ins[0], a)
@@ -114,14 +122,48 @@ class Pooling(Layer):
         F, x = torch.nn.functional, xs[0]
         k, s, pad = (x.shape[2:], (1, 1), (0, 0)) if a["global_pooling"] else (a["kernel"], a["stride"], a["pad"])
         ceil = a["round_mode"] == "CEIL"
+        if a["pool"] == "MAX" and len(node["tops"]) == 2:   # torch's indices are Caffe's h * W + w
+            y, where = F.max_pool2d(x, k, s, pad, ceil_mode=ceil, return_indices=True)
+            return [y, where.to(x.dtype)]
         if a["pool"] == "MAX":
             return [F.max_pool2d(x, k, s, pad, ceil_mode=ceil)]
         return [F.avg_pool2d(x, k, s, pad, ceil_mode=ceil, count_include_pad=True)]
+
+    def _masked_cpu(self, lo, n, shape, out_hw, kernel, stride, pad):
+        """MAX pooling with its mask top: the first largest input's index h * W + w in its plane
+        (pooling_layer.cpp: strictly greater replaces), clipped windows throughout."""
+        from ..codegen.cpu_kit import i
+        d = lo.g.nodes[n]
+        (R, H, W), (OH, OW), (KH, KW), (SH, SW), (PH, PW) = shape, out_hw, kernel, stride, pad
+        x, y = lo.view(d["inputs"][0], (R, H, W)), lo.view((n, 0), (R, OH, OW))
+        mask = lo.view((n, 1), (R, OH, OW))
+        k = lo.kernel("maxmask", f"""
+            def NAME(x, y, mask):
+                for r in prange({i(R)}):
+                    for oh in range({i(OH)}):
+                        h0 = max(oh * {i(SH)} - {i(PH)}, 0)
+                        h1 = min(oh * {i(SH)} - {i(PH)} + {i(KH)}, {i(H)})
+                        for ow in range({i(OW)}):
+                            w0 = max(ow * {i(SW)} - {i(PW)}, 0)
+                            w1 = min(ow * {i(SW)} - {i(PW)} + {i(KW)}, {i(W)})
+                            m = np.float32(-3.4028234663852886e38)
+                            at = -1
+                            for ih in range(h0, h1):
+                                for iw in range(w0, w1):
+                                    if x[r, ih, iw] > m:
+                                        m = x[r, ih, iw]
+                                        at = ih * {i(W)} + iw
+                            y[r, oh, ow] = m
+                            mask[r, oh, ow] = at
+            """, R * OH * OW * KH * KW)
+        lo.step([n], [f"{k}({x}, {y}, {mask})"])
 
     def lower_cpu(self, lo, n):
         from ..codegen.cpu_kit import i
         d, a, (N, C, H, W), (_, _, OH, OW) = lo.io(n)
         (KH, KW), (SH, SW), (PH, PW) = self.geometry((N, C, H, W), a)
+        if len(d["tops"]) == 2:
+            return self._masked_cpu(lo, n, (N * C, H, W), (OH, OW), (KH, KW), (SH, SW), (PH, PW))
         x, y = lo.view(d["inputs"][0], (N * C, H, W)), lo.view((n, 0), (N * C, OH, OW))
         if a["pool"] == "MAX" and (PH or PW):
             return lo.step([n], [f"{self._max_padded(lo, (N * C, H, W), (OH, OW), (KH, KW), (SH, SW), (PH, PW))}({x}, {y})"])
@@ -212,7 +254,12 @@ class Pooling(Layer):
         (KH, KW), (SH, SW), (PH, PW) = self.geometry((N, C, H, W), a)
         x_off, y_at = lo.addr(d["inputs"][0]), lo.out_at((n, 0))
         x = f"A[{ux('xr', f'ih * {i(W)} + iw')}]"
-        if a["pool"] == "MAX":
+        masked = len(d["tops"]) == 2
+        if masked:   # the first largest input's index h * W + w in its plane, as pooling_layer.cpp
+            init = "m = float32(-3.4028234663852886e38); at = -1"
+            acc = f"at = ih * {i(W)} + iw if {x} > m else at; m = max(m, {x})"
+            fin = f"m; A[{lo.out_at((n, 1))}] = float32(at)"
+        elif a["pool"] == "MAX":
             init, acc, fin = "m = float32(-3.4028234663852886e38)", f"m = max(m, {x})", "m"
         elif a["pool"] == "AVE":
             init, acc = f"m = {ZERO}", f"m += {x}"

@@ -1,16 +1,22 @@
-"""Upsample: nearest-neighbour enlargement, the Caffe fork layer of YOLOv3 and segmentation ports.
+"""Upsample: nearest-neighbour enlargement, the Caffe fork layer of YOLOv3 and segmentation ports,
+or with a second input SegNet's (and ENet's) unpooling.
 
 `upsample_param { scale: 2 }` (or `scale_h` / `scale_w`) multiplies the spatial size;
 `upsample_h` / `upsample_w` give the output size instead. Output pixel (y, x) copies input pixel
 (y * H // OH, x * W // OW): for an integer scale s that is (y // s, x // s), PyTorch's
 `interpolate(mode="nearest")`.
+
+With two inputs (caffe-segnet's upsample_layer.cpp) the second is a MAX pooling's mask top:
+each input value goes to the output position its mask names (h * W + w in its plane), every
+other position is zero; the size is scale x H, less one where pad_out_h / pad_out_w say, or
+upsample_h x upsample_w.
 """
 from __future__ import annotations
 
 from fractions import Fraction
 
 from ..errors import NetcError
-from .base import Layer, Param, register, require_4d
+from .base import Layer, Ops, Param, fmt_shape, numel, register, require_4d
 
 
 @register
@@ -19,8 +25,10 @@ class Upsample(Layer):
     messages = ("upsample_param",)
     params = (Param("scale", default=2, positive=True), Param("scale_h", positive=True),
               Param("scale_w", positive=True), Param("upsample_h", positive=True),
-              Param("upsample_w", positive=True))
+              Param("upsample_w", positive=True), Param("pad_out_h", "bool", False),
+              Param("pad_out_w", "bool", False))
     family = "shape"
+    max_inputs = 2
     short = "upsample"
     cost = "no arithmetic: one copy per output element"
 
@@ -35,12 +43,17 @@ class Upsample(Layer):
         if a["upsample_h"] is not None:
             return a["upsample_h"], a["upsample_w"]
         sh, sw = (a["scale_h"], a["scale_w"]) if a["scale_h"] is not None else (a["scale"], a["scale"])
-        return shape[2] * sh, shape[3] * sw
+        return shape[2] * sh - int(a["pad_out_h"]), shape[3] * sw - int(a["pad_out_w"])
 
     def shapes(self, ins, a, loc):
         require_4d(self, ins[0], loc)
+        if len(ins) == 2 and tuple(ins[1]) != tuple(ins[0]):
+            raise NetcError(f"Upsample: the mask {fmt_shape(ins[1])} must have the input's shape {fmt_shape(ins[0])}", loc)
         oh, ow = self.out_hw(ins[0], a)
         return [(*ins[0][:2], oh, ow)]
+
+    def ops(self, ins, outs, a):
+        return Ops()
 
     def receptive(self, rf, ins, a):
         """Each output pixel copies one input pixel: the size stays, the jump shrinks by the
@@ -56,10 +69,48 @@ class Upsample(Layer):
         return f"nearest \u00d7{a['scale_h'] or a['scale']}"
 
     def reference(self, torch, xs, a, p, node):
+        if len(xs) == 2:
+            x, mask = xs
+            n, c = x.shape[:2]
+            y = torch.zeros((n, c, numel(node["shapes"][0][2:])), dtype=x.dtype)
+            y.scatter_(2, mask.reshape(n, c, -1).long(), x.reshape(n, c, -1))
+            return [y.reshape(node["shapes"][0])]
         return [torch.nn.functional.interpolate(xs[0], size=tuple(node["shapes"][0][2:]), mode="nearest")]
+
+    def _unpool_cpu(self, lo, n):
+        from ..codegen.cpu_kit import i
+        d, a, (N, C, H, W), (_, _, OH, OW) = lo.io(n)
+        x, mask = (lo.view(k, (N * C, H * W)) for k in d["inputs"])
+        y = lo.view((n, 0), (N * C, OH * OW))
+        k = lo.kernel("unpool", f"""
+            def NAME(x, mask, y):
+                for r in prange({i(N * C)}):
+                    for j in range({i(OH * OW)}):
+                        y[r, j] = Z
+                    for j in range({i(H * W)}):
+                        at = int(mask[r, j])
+                        if at >= 0 and at < {i(OH * OW)}:
+                            y[r, at] = x[r, j]
+            """, N * C * (H * W + OH * OW))
+        lo.step([n], [f"{k}({x}, {mask}, {y})"])
+        return [n]
+
+    def _unpool_cuda(self, lo, n):
+        from ..codegen.cuda_kit import ZERO, i, udiv, ux
+        d, a, (N, C, H, W), (_, _, OH, OW) = lo.io(n)
+        x, mask = (lo.addr(k) for k in d["inputs"])
+        y = lo.addr((n, 0))
+        clear = lo.elementwise("unpool_clear", f"A[{ux(i(y), 'i')}] = {ZERO}", N * C * OH * OW)
+        plane = f"{udiv('i', i(H * W))} * {i(OH * OW)}"
+        body = "\n".join([f"at = int(A[{ux(i(mask), 'i')}])",
+                           f"if at >= 0 and at < {i(OH * OW)}:",
+                           f"    A[{ux(i(y), plane, 'at')}] = A[{ux(i(x), 'i')}]"])
+        return lo.step([n], [clear, lo.elementwise("unpool", body, N * C * H * W)])
 
     def lower_cpu(self, lo, n):
         from ..codegen.cpu_kit import i
+        if len(lo.g.nodes[n]["inputs"]) == 2:
+            return self._unpool_cpu(lo, n)
         d, a, (N, C, H, W), (_, _, OH, OW) = lo.io(n)
         extra, _, acts = lo.absorb(n, fold=False)
         out = (extra or [n])[-1]
@@ -79,6 +130,8 @@ ACTS
 
     def lower_cuda(self, lo, n):
         from ..codegen.cuda_kit import i, split_index, udiv, ux
+        if len(lo.g.nodes[n]["inputs"]) == 2:
+            return self._unpool_cuda(lo, n)
         d, a, (N, C, H, W), (_, _, OH, OW) = lo.io(n)
         extra, _, acts, out = lo.fused(n, fold=False)
         x_off = lo.addr(d["inputs"][0])
