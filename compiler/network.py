@@ -26,11 +26,11 @@ def resolve(model: str) -> Path:
     p = Path(model)
     if p.is_file():
         return p
-    z = ZOO / f"{model}.net"
-    if "/" not in model and z.is_file():
+    z = ZOO / (model if model.endswith(".net") else f"{model}.net")
+    if "/" not in model and z.is_file():   # `vgg16`, or `vgg16.net` as the README writes it
         return z
     from .errors import did_you_mean
-    hint = did_you_mean(model, zoo_names()) if "/" not in model else ""
+    hint = did_you_mean(model.removesuffix(".net"), zoo_names()) if "/" not in model else ""
     raise NetcError(f'no such file or zoo model: "{model}"{hint}')
 
 

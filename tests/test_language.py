@@ -192,3 +192,13 @@ def test_a_block_of_one_layer_is_named_by_its_call():
                 "norm  top: norm  conv1: cr  cr\n", path="t.net")
     assert list(net.graph.nodes) == ["data", "norm1", "top", "conv1", "conv1/relu1", "cr1/conv1", "cr1/relu1"]
     assert netc.load("googlenet").graph.has_node("norm1")
+
+
+def test_a_zoo_file_name_names_the_zoo_model(tmp_path, monkeypatch):
+    """`netc analyze vgg16.net` where no such file exists: the zoo's vgg16.net."""
+    monkeypatch.chdir(tmp_path)
+    assert netc.load("vgg16.net").graph.graph["path"].endswith("zoo/vgg16.net")
+    (tmp_path / "vgg16.net").write_text("network Mine\ninput data: [1, 3, 8, 8]\nReLU\n")
+    assert netc.load("vgg16.net").name == "Mine"       # a file of that name comes first
+    with pytest.raises(NetcError, match='no such file or zoo model: "vgg17.net"'):
+        netc.load("vgg17.net")
