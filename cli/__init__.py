@@ -139,8 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=positive, default=1)
     p.add_argument("-o", "--output", required=True)
 
-    p = sub.add_parser("weights", help="list the weight keys and shapes a model expects")
+    p = sub.add_parser("weights", help="list the weight keys a model expects; `weights convert SRC -o DST` "
+                       "turns a .caffemodel into an .npz and back",
+                       usage="netc weights MODEL\n       netc weights convert SRC -o DST [--model MODEL]")
     _model(p)
+    p.add_argument("source", nargs="?", help=argparse.SUPPRESS)
+    p.add_argument("-o", "--output", help="convert: the file to write (.npz or .caffemodel)")
+    p.add_argument("--model", dest="for_model", default=None,
+                   help="convert: the model the weights belong to (needed to write a .caffemodel; makes "
+                   "reading one exact)")
 
     p = sub.add_parser("layers", help="every layer type: family, aliases, parameters, cost rule, targets")
     p.add_argument("--family", default=None, help="only this family (conv, pool, activation, ...)")

@@ -57,7 +57,7 @@ def input_files(args) -> list[Path]:
             found.append(resolve(args.model))
     except NetcError:
         pass
-    for attr in ("weights", "labels", "tiles"):
+    for attr in ("weights", "labels", "tiles", "source", "for_model"):
         if getattr(args, attr, None):
             found.append(Path(getattr(args, attr)))
     found += [Path(p) for p in (getattr(args, "input", None) or [])]

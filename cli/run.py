@@ -139,6 +139,8 @@ def run_command(args) -> int:
     ex = net.compile(_target(args), weights=args.weights, batch=batch or 1, seed=args.seed, blobs=blobs,
                      tune=args.tune)
     _print_tune_report(ex, sys.stderr)
+    for note in net.graph.graph.get("weight_notes", []):
+        print(f"note: {plain(note)}", file=sys.stderr)
     if len(ex.required_inputs) != 1 and x is not None:
         raise NetcError(f"this network has {len(ex.required_inputs)} inputs; --input feeds one")
     feeds = {}
@@ -243,6 +245,10 @@ def build_command(args) -> int:
 
 def weights_command(args) -> int:
     from ..runtime.weights import expected, optional
+    if args.model == "convert":
+        return convert_weights(args)
+    if args.source or args.output:
+        raise NetcError("netc weights MODEL lists a model's weight keys; to convert, netc weights convert SRC -o DST")
     net = _load(args)
     net.analyze(batch=1)
     keys = expected(net.graph)
@@ -256,6 +262,61 @@ def weights_command(args) -> int:
     opt = optional(net.graph)
     if opt:
         print(f"optional: {len(opt)} BatchNorm moving_average_factor keys, shape [1] (Caffe's scale on mean/var)")
+    return 0
+
+
+def convert_weights(args) -> int:
+    """caffemodel -> npz (exact with --model; else keyed by each layer's type) or npz (or a
+    caffemodel) -> caffemodel for --model's layers."""
+    from ..compiler.layers import lookup, REGISTRY
+    from ..compiler.network import load
+    from ..runtime import caffemodel
+    from ..runtime.weights import load as load_weights, regular_file
+    if not args.source or not args.output:
+        raise NetcError("netc weights convert SRC -o DST (.caffemodel to .npz, or .npz to .caffemodel with --model)")
+    src, dst = Path(args.source), Path(args.output)
+    regular_file(src, "weights")
+    check_output(args.output, args)
+    to_caffe = dst.suffix.lower() == ".caffemodel"
+    if not to_caffe and dst.suffix.lower() != ".npz":
+        raise NetcError(f"cannot tell what to write from {dst.name}: name it .npz or .caffemodel")
+    net = None
+    if args.for_model:
+        net = load(args.for_model)
+        net.analyze()
+    if to_caffe:
+        if net is None:
+            raise NetcError("writing a .caffemodel needs --model MODEL: Caffe files carry each layer's type")
+        w = load_weights(net.graph, str(src))
+        layers = []
+        for n in net.graph.nodes:
+            d = net.graph.nodes[n]
+            blobs = [w[f"{n}.{k}"] for k in REGISTRY[d["type"]].caffe_blobs(d["attrs"]) if f"{n}.{k}" in w]
+            if blobs:
+                layers.append((n, d["type"], blobs))
+        caffemodel.write(dst, net.name, layers)
+        print(f"wrote {plain(str(dst))}: {len(layers)} layers, {sum(b.size for _, _, bs in layers for b in bs):,} values")
+        return 0
+    if net is not None:
+        w = load_weights(net.graph, str(src))
+        for note in net.graph.graph.get("weight_notes", []):
+            print(f"note: {plain(note)}", file=sys.stderr)
+    else:
+        _, layers = caffemodel.read_layers(src)
+        w = {}
+        for layer in layers:
+            try:
+                names = lookup(layer.type, None).caffe_blobs({})
+            except NetcError:
+                names = [f"blob{j}" for j in range(len(layer.blobs))]
+            if len(layer.blobs) > len(names):
+                names = names + [f"blob{j}" for j in range(len(names), len(layer.blobs))]
+            for name, ref in zip(names, layer.blobs):
+                w[f"{layer.name}.{name}"] = caffemodel.load_blob(src, ref)
+        print("note: keys follow each layer's type; give --model MODEL to check them against the model "
+              "(a two-input Scale keeps only its bias)", file=sys.stderr)
+    save_arrays(args.output, w)
+    print(f"wrote {plain(str(dst))}: {len(w)} arrays, {sum(a.size for a in w.values()):,} values")
     return 0
 
 

@@ -40,8 +40,13 @@ def optional(g: nx.DiGraph) -> dict[str, tuple]:
 
 
 def load(g: nx.DiGraph, source) -> dict[str, np.ndarray]:
-    """Validated float32 arrays from an .npz path or a {key: array} dict."""
-    if isinstance(source, (str, Path)):
+    """Validated float32 arrays from an .npz or .caffemodel path or a {key: array} dict
+    (a .caffemodel's notes on layers it has and the model lacks go to g.graph["weight_notes"])."""
+    g.graph["weight_notes"] = []
+    if isinstance(source, (str, Path)) and _is_caffemodel(Path(source)):
+        from .caffemodel import weights_for
+        raw, g.graph["weight_notes"] = weights_for(g, Path(source))
+    elif isinstance(source, (str, Path)):
         raw = read_npz(g, Path(source))
     elif isinstance(source, dict):
         raw = dict(source)
@@ -70,6 +75,16 @@ def load(g: nx.DiGraph, source) -> dict[str, np.ndarray]:
                             f'(|x| > 3.4e38) (shape {fmt_shape(shape)})')
         out[key] = a32
     return out
+
+
+def _is_caffemodel(path: Path) -> bool:
+    """By name, or by content: neither a zip (.npz) nor an .npy."""
+    if path.suffix.lower() == ".caffemodel":
+        return True
+    regular_file(path, "weights")
+    with open(path, "rb") as f:
+        head = f.read(6)
+    return bool(head) and not head.startswith((b"PK", b"\x93NUMPY"))
 
 
 def regular_file(path: Path, what: str) -> Path:

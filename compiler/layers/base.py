@@ -166,6 +166,11 @@ class Layer:
     # stored buffers a weights file must carry (the rest of buffer_shapes may be left out)
     required_buffers: tuple = ()
 
+    def caffe_blobs(self, a: dict) -> list[str]:
+        """Its blobs in the order a .caffemodel stores them (those this layer does not have are
+        skipped: a Scale with two inputs keeps only its bias)."""
+        return ["weight", "bias"]
+
     def given_shapes(self, given: list, a: dict, loc: Loc) -> list[Shape]:
         """A source's output shapes when the user gave some (--input-shape; None for the rest):
         the given ones replace what the file says, with as many dimensions."""

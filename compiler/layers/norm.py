@@ -120,6 +120,9 @@ class BatchNorm(_AffineKernels):
 
     required_buffers = ("mean", "var")
 
+    def caffe_blobs(self, a):
+        return ["mean", "var", "moving_average_factor", "weight", "bias"]
+
     def optional_blobs(self, a):
         return {"moving_average_factor": (1,)}   # Caffe's scale on mean and var; 1 if absent
 
@@ -194,6 +197,9 @@ class BN(_AffineKernels):
         return {"mean": (c,), "var": (c,)} if a["fork"] == "pspnet" else {}
 
     required_buffers = ("mean", "var")   # the PSPNet fork's; SegNet's BN has none
+
+    def caffe_blobs(self, a):
+        return ["weight", "bias", "mean", "var"]
 
     def ops(self, ins, outs, a):
         n = numel(outs[0])
