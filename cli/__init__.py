@@ -139,6 +139,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=positive, default=1)
     p.add_argument("-o", "--output", required=True)
 
+    p = sub.add_parser("export", help="write the network with its weights as an ONNX model")
+    _model(p)
+    p.add_argument("-o", "--output", required=True, help="FILE.onnx")
+    p.add_argument("--weights", help=".npz or .caffemodel (default: seeded random weights, as run uses)")
+    p.add_argument("--seed", type=natural, default=0)
+    p.add_argument("--opset", type=positive, default=17, help="ONNX opset, 13 to 21 (default 17)")
+    p.add_argument("--batch", type=positive, default=1)
+    p.add_argument("--dynamic-batch", dest="dynamic_batch", action="store_true",
+                   help="a symbolic first dimension N on every input and output")
+
     p = sub.add_parser("weights", help="list the weight keys a model expects; `weights convert SRC -o DST` "
                        "turns a .caffemodel into an .npz and back",
                        usage="netc weights MODEL\n       netc weights convert SRC -o DST [--model MODEL]")
@@ -242,6 +252,20 @@ def cmd_fmt(args):
     if args.check:
         return 0 if out == text else 1
     sys.stdout.write(out)
+    return 0
+
+
+def cmd_export(args):
+    from .common import check_output
+    check_output(args.output, args)
+    net = _load(args)
+    path = net.export_onnx(args.output, weights=args.weights, seed=args.seed, opset=args.opset,
+                           batch=args.batch, dynamic_batch=args.dynamic_batch)
+    for note in net.graph.graph.get("weight_notes", []):
+        print(f"note: {note}", file=sys.stderr)
+    if args.weights is None:
+        print(f"note: random weights (seed {args.seed}); --weights FILE exports a trained network", file=sys.stderr)
+    print(f"wrote {path}")
     return 0
 
 

@@ -161,6 +161,18 @@ class Network:
                               target=CudaTarget(tune=tune))
         return Executable(self, weights=weights, batch=batch, seed=seed, blobs=blobs)
 
+    def export_onnx(self, path, weights=None, *, seed: int = 0, opset: int = 17, batch: int = 1,
+                    dynamic_batch: bool = False, blobs=()):
+        """Write an ONNX model of this network with `weights` (.npz/.caffemodel path or dict;
+        None: the seeded random weights `compile` would use), `blobs` as extra outputs;
+        returns the path."""
+        from ..runtime import weights as wmod
+        from .onnx_export import export
+        self.analyze(batch=batch)
+        w = wmod.load(self.graph, weights) if weights is not None else wmod.random(self.graph, seed)
+        export(self, w, path, opset=opset, dynamic_batch=dynamic_batch, batch=batch, blobs=blobs)
+        return path
+
     def draw(self, path=None, *, rankdir="TB", collapse=None, detail="shapes", format=None):
         """Graphviz diagram: writes `path` (format from its suffix) or returns a graphviz.Source."""
         from .diagram import draw

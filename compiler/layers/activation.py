@@ -31,6 +31,13 @@ class _Pointwise(Layer):
             ("divide", "divides", e.div), ("exp", "exps", e.exp)) if v]
         return "per element: " + (", ".join(parts) or "none (identity)")
 
+    def onnx(self, b, n, d, ins):
+        return [self.onnx_op(b, n, d["attrs"], ins[0])]
+
+    def onnx_op(self, b, n, a, x) -> str:
+        """The one value computing this layer of `x` (subclasses: ONNX ops)."""
+        raise NotImplementedError
+
     def lower_cpu(self, lo, n):
         from ..codegen.cpu_kit import i
         d = lo.g.nodes[n]
@@ -86,6 +93,11 @@ class ReLU(_Pointwise):
     def reference(self, torch, xs, a, p, node):
         return [torch.nn.functional.leaky_relu(xs[0], a["negative_slope"])]
 
+    def onnx_op(self, b, n, a, x):
+        if a["negative_slope"]:
+            return b.node("LeakyRelu", [x], name=n, alpha=float(a["negative_slope"]))[0]
+        return b.node("Relu", [x], name=n)[0]
+
 
 @register
 class PReLU(_Pointwise):
@@ -103,6 +115,11 @@ class PReLU(_Pointwise):
 
     def init_range(self, blob, shape, a):
         return 0.05, 0.3
+
+    def onnx_op(self, b, n, a, x):
+        slope = b.w[f"{n}.weight"]
+        return b.node("PRelu", [x, b.weight(n, "weight", slope.reshape(-1, 1, 1) if slope.size > 1 else slope)],
+                      name=n)[0]
 
     def lower_cpu(self, lo, n):
         import numpy as np
@@ -157,6 +174,9 @@ class ELU(_Pointwise):
     def reference(self, torch, xs, a, p, node):
         return [torch.nn.functional.elu(xs[0], a["alpha"])]
 
+    def onnx_op(self, b, n, a, x):
+        return b.node("Elu", [x], name=n, alpha=float(a["alpha"]))[0]
+
 
 @register
 class Sigmoid(_Pointwise):
@@ -171,6 +191,9 @@ class Sigmoid(_Pointwise):
 
     def reference(self, torch, xs, a, p, node):
         return [torch.sigmoid(xs[0])]
+
+    def onnx_op(self, b, n, a, x):
+        return b.node("Sigmoid", [x], name=n)[0]
 
 
 @register
@@ -187,6 +210,9 @@ class TanH(_Pointwise):
     def reference(self, torch, xs, a, p, node):
         return [torch.tanh(xs[0])]
 
+    def onnx_op(self, b, n, a, x):
+        return b.node("Tanh", [x], name=n)[0]
+
 
 @register
 class AbsVal(_Pointwise):
@@ -201,6 +227,9 @@ class AbsVal(_Pointwise):
     def reference(self, torch, xs, a, p, node):
         return [xs[0].abs()]
 
+    def onnx_op(self, b, n, a, x):
+        return b.node("Abs", [x], name=n)[0]
+
 
 @register
 class BNLL(_Pointwise):
@@ -214,6 +243,9 @@ class BNLL(_Pointwise):
 
     def reference(self, torch, xs, a, p, node):
         return [torch.nn.functional.softplus(xs[0])]
+
+    def onnx_op(self, b, n, a, x):
+        return b.node("Softplus", [x], name=n)[0]
 
 
 @register
@@ -234,6 +266,9 @@ class Clip(_Pointwise):
 
     def reference(self, torch, xs, a, p, node):
         return [xs[0].clamp(a["min"], a["max"])]
+
+    def onnx_op(self, b, n, a, x):
+        return b.node("Clip", [x, b.const(f"{n}_min", a["min"]), b.const(f"{n}_max", a["max"])], name=n)[0]
 
 
 @register
@@ -264,6 +299,16 @@ class Power(_Pointwise):
     def reference(self, torch, xs, a, p, node):
         return [(a["shift"] + a["scale"] * xs[0]) ** a["power"]]
 
+    def onnx_op(self, b, n, a, x):
+        y = x
+        if a["scale"] != 1:
+            y = b.node("Mul", [y, b.const(f"{n}_scale", a["scale"])], name=n)[0]
+        if a["shift"]:
+            y = b.node("Add", [y, b.const(f"{n}_shift", a["shift"])], name=n)[0]
+        if a["power"] != 1:
+            y = b.node("Pow", [y, b.const(f"{n}_power", a["power"])], name=n)[0]
+        return y if y != x else b.node("Identity", [x], name=n)[0]
+
 
 @register
 class Dropout(_Pointwise):
@@ -280,6 +325,9 @@ class Dropout(_Pointwise):
 
     def reference(self, torch, xs, a, p, node):
         return [xs[0].clone()]
+
+    def onnx_op(self, b, n, a, x):
+        return b.node("Identity", [x], name=n)[0]
 
 
 @register
@@ -300,6 +348,10 @@ class Swish(_Pointwise):
 
     def reference(self, torch, xs, a, p, node):
         return [xs[0] * torch.sigmoid(a["beta"] * xs[0])]
+
+    def onnx_op(self, b, n, a, x):
+        bx = x if a["beta"] == 1 else b.node("Mul", [x, b.const(f"{n}_beta", a["beta"])], name=n)[0]
+        return b.node("Mul", [x, b.node("Sigmoid", [bx], name=n)[0]], name=n)[0]
 
 
 def _log_of_base(base: float) -> float:
@@ -328,6 +380,13 @@ class _BaseShiftScale(_Pointwise):
         lines = [] if a["scale"] == 1 else [f"v = v * {k.f32(a['scale'])}"]
         return lines + ([] if a["shift"] == 0 else [f"v = v + {k.f32(a['shift'])}"])
 
+    def _onnx_inner(self, b, n, a, x):
+        if a["scale"] != 1:
+            x = b.node("Mul", [x, b.const(f"{n}_scale", a["scale"])], name=n)[0]
+        if a["shift"]:
+            x = b.node("Add", [x, b.const(f"{n}_shift", a["shift"])], name=n)[0]
+        return x
+
 
 @register
 class Exp(_BaseShiftScale):
@@ -345,6 +404,13 @@ class Exp(_BaseShiftScale):
     def reference(self, torch, xs, a, p, node):
         return [torch.exp(_log_of_base(a["base"]) * (a["shift"] + a["scale"] * xs[0]))]
 
+    def onnx_op(self, b, n, a, x):
+        x = self._onnx_inner(b, n, a, x)
+        ln = _log_of_base(a["base"])
+        if ln != 1.0:
+            x = b.node("Mul", [x, b.const(f"{n}_ln_base", ln)], name=n)[0]
+        return b.node("Exp", [x], name=n)[0]
+
 
 @register
 class Log(_BaseShiftScale):
@@ -360,6 +426,11 @@ class Log(_BaseShiftScale):
 
     def reference(self, torch, xs, a, p, node):
         return [torch.log(a["shift"] + a["scale"] * xs[0]) / _log_of_base(a["base"])]
+
+    def onnx_op(self, b, n, a, x):
+        y = b.node("Log", [self._onnx_inner(b, n, a, x)], name=n)[0]
+        ln = _log_of_base(a["base"])
+        return y if ln == 1.0 else b.node("Div", [y, b.const(f"{n}_ln_base", ln)], name=n)[0]
 
 
 @register
@@ -377,3 +448,7 @@ class Threshold(_Pointwise):
 
     def reference(self, torch, xs, a, p, node):
         return [(xs[0] > a["threshold"]).to(xs[0].dtype)]
+
+    def onnx_op(self, b, n, a, x):
+        above = b.node("Greater", [x, b.const(f"{n}_threshold", a["threshold"])], name=n)[0]
+        return b.node("Cast", [above], name=n, to=1)[0]

@@ -31,6 +31,10 @@ class Axpy(Layer):
         n = numel(outs[0])
         return Ops(mul=n, add=n)
 
+    def onnx(self, b, n, d, ins):
+        gate, x, shortcut = ins
+        return b.node("Add", [b.node("Mul", [gate, x], name=n)[0], shortcut], name=n)
+
     def reference(self, torch, xs, a, p, node):
         gate, x, b = xs
         return [gate.reshape(x.shape[0], x.shape[1], *([1] * (x.dim() - 2))) * x + b]

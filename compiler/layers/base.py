@@ -166,6 +166,11 @@ class Layer:
     # stored buffers a weights file must carry (the rest of buffer_shapes may be left out)
     required_buffers: tuple = ()
 
+    def onnx(self, b, n: str, d: dict, ins: list[str]) -> list[str]:
+        """ONNX nodes computing this layer (compiler/onnx_export.py's builder `b`, the node's IR
+        dict `d`, its input value names); returns its output value names, one per top."""
+        raise NotImplementedError
+
     def caffe_blobs(self, a: dict) -> list[str]:
         """Its blobs in the order a .caffemodel stores them (those this layer does not have are
         skipped: a Scale with two inputs keeps only its bias)."""

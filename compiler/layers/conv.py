@@ -75,6 +75,15 @@ class _ConvBase(Layer):
         k = [d * (kk - 1) + 1 for kk, d in zip(a["kernel"], a["dilation"])]
         return tuple(zip(k, a["stride"], a["pad"]))
 
+    def onnx(self, b, n, d, ins):
+        a = d["attrs"]
+        op = "ConvTranspose" if self.type == "Deconvolution" else "Conv"
+        group = a["group"] if op == "ConvTranspose" else self.groups(d["in_shapes"][0][1], a)
+        args = [ins[0], b.weight(n, "weight")] + ([b.weight(n, "bias")] if a["bias_term"] else [])
+        (ph, pw) = a["pad"]
+        return b.node(op, args, name=n, kernel_shape=list(a["kernel"]), strides=list(a["stride"]),
+                      pads=[ph, pw, ph, pw], dilations=list(a["dilation"]), group=int(group))
+
     def init_range(self, blob, shape, a):
         """He's uniform range (variance 2 / fan_in, torch's kaiming_uniform_) for the weights."""
         if blob != "weight":

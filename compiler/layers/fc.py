@@ -47,6 +47,25 @@ class InnerProduct(Layer):
         w = (k, a["num_output"]) if a["transpose"] else (a["num_output"], k)
         return {"weight": w, **({"bias": (a["num_output"],)} if a["bias_term"] else {})}
 
+    def onnx(self, b, n, d, ins):
+        """Flatten from `axis`, then Gemm ([out, in] weights: transB) or, for transpose, MatMul;
+        an axis past the batch gets its leading axes back with a Reshape."""
+        a, x_shape, y_shape = d["attrs"], d["in_shapes"][0], d["shapes"][0]
+        ax = self._axis(x_shape, a)
+        flat = b.node("Flatten", [ins[0]], name=n, axis=ax)[0]
+        if ax == 1 and not a["transpose"]:
+            args = [flat, b.weight(n, "weight")] + ([b.weight(n, "bias")] if a["bias_term"] else [])
+            return b.node("Gemm", args, name=n, transB=1)
+        w = b.w[f"{n}.weight"]
+        y = b.node("MatMul", [flat, b.weight(n, "weight", w if a["transpose"] else w.T)], name=n)[0]
+        if a["bias_term"]:
+            y = b.node("Add", [y, b.weight(n, "bias")], name=n)[0]
+        if ax == 1:
+            return [y]
+        import numpy as np
+        shape = [-1, *y_shape[1:ax], a["num_output"]]      # -1: the batch, whatever it is
+        return b.node("Reshape", [y, b.const(f"{n}_shape", shape, np.int64)], name=n)
+
     def ops(self, ins, outs, a):
         return Ops(macc=numel(outs[0]) * self.fan_in(ins[0], a),
                    add=numel(outs[0]) if a["bias_term"] else 0)

@@ -92,6 +92,19 @@ class Interp(Layer):
         return [torch.nn.functional.interpolate(x, size=tuple(node["shapes"][0][2:]), mode="bilinear",
                                                 align_corners=True)]
 
+    def onnx(self, b, n, d, ins):
+        import numpy as np
+        from .upsample import resize
+        a, x = d["attrs"], ins[0]
+        pb, pe = a["pad_beg"], a["pad_end"]
+        if pb or pe:
+            h, w = d["in_shapes"][0][2:]
+            x = b.node("Slice", [x, b.const(f"{n}_starts", [-pb, -pb], np.int64),
+                                 b.const(f"{n}_ends", [h + pe, w + pe], np.int64), b.const(f"{n}_axes", [2, 3], np.int64)],
+                       name=n)[0]
+            d = {**d, "in_shapes": [(*d["in_shapes"][0][:2], h + pb + pe, w + pb + pe)]}
+        return resize(b, n, d, x, mode="linear", coordinate_transformation_mode="align_corners")
+
     def _params(self, lo, n):
         d = lo.g.nodes[n]
         (N, C, H, W), (_, _, OH, OW) = d["in_shapes"][0], d["shapes"][0]

@@ -49,6 +49,18 @@ class Eltwise(Layer):
     def brief(self, a):
         return a["operation"]
 
+    def onnx(self, b, n, d, ins):
+        a = d["attrs"]
+        if a["operation"] == "PROD":        # Mul takes two inputs: a chain
+            y = ins[0]
+            for x in ins[1:]:
+                y = b.node("Mul", [y, x], name=n)[0]
+            return [y]
+        if a["coeff"] and any(c != 1 for c in a["coeff"]):
+            ins = [x if c == 1 else b.node("Mul", [x, b.const(f"{n}_coeff", c)], name=n)[0]
+                   for x, c in zip(ins, a["coeff"])]
+        return b.node("Sum" if a["operation"] == "SUM" else "Max", ins, name=n)
+
     def reference(self, torch, xs, a, p, node):
         if a["operation"] == "SUM":
             coeff = a["coeff"] or (1.0,) * len(xs)
@@ -127,6 +139,9 @@ class Concat(Layer):
     def concat_axis(self, a):
         return a["axis"]
 
+    def onnx(self, b, n, d, ins):
+        return b.node("Concat", ins, name=n, axis=int(d["attrs"]["axis"]) % len(d["shapes"][0]))
+
     def reference(self, torch, xs, a, p, node):
         return [torch.cat(xs, a["axis"])]
 
@@ -186,6 +201,12 @@ class Slice(Layer):
         bounds = [0, *points, size]
         return [tuple(ins[0][:ax]) + (hi - lo,) + tuple(ins[0][ax + 1:]) for lo, hi in zip(bounds, bounds[1:])]
 
+    def onnx(self, b, n, d, ins):
+        import numpy as np
+        ax = d["attrs"]["axis"] % len(d["in_shapes"][0])
+        sizes = b.const(f"{n}_sizes", [s[ax] for s in d["shapes"]], np.int64)
+        return b.node("Split", [ins[0], sizes], len(d["shapes"]), name=n, axis=ax)
+
     def reference(self, torch, xs, a, p, node):
         ax = a["axis"] % xs[0].dim()
         return list(torch.split(xs[0], [s[ax] for s in node["shapes"]], ax))
@@ -227,6 +248,9 @@ class Split(Layer):
     def multi_shapes(self, ins, a, loc, ntops):
         return [ins[0]] * ntops
 
+    def onnx(self, b, n, d, ins):
+        return [b.node("Identity", [ins[0]], name=n)[0] for _ in d["tops"]]
+
     def reference(self, torch, xs, a, p, node):
         return [xs[0].clone() for _ in node["tops"]]
 
@@ -259,6 +283,13 @@ class ShuffleChannel(Layer):
         if len(ins[0]) < 2 or ins[0][1] % a["group"]:
             raise NetcError(f"ShuffleChannel: channels of {fmt_shape(ins[0])} not divisible by group {a['group']}", loc)
         return [ins[0]]
+
+    def onnx(self, b, n, d, ins):
+        import numpy as np
+        shape, g = d["in_shapes"][0], d["attrs"]["group"]
+        split = b.node("Reshape", [ins[0], b.const(f"{n}_groups", [0, g, shape[1] // g, -1], np.int64)], name=n)[0]
+        swapped = b.node("Transpose", [split], name=n, perm=[0, 2, 1, 3])[0]
+        return b.node("Reshape", [swapped, b.const(f"{n}_shape", [0, *shape[1:]], np.int64)], name=n)
 
     def reference(self, torch, xs, a, p, node):
         x, gp = xs[0], a["group"]

@@ -140,6 +140,17 @@ class BatchNorm(_AffineKernels):
             mul, add = mul * w[f"{name}.weight"], add * w[f"{name}.weight"] + w[f"{name}.bias"]
         return mul, add
 
+    def onnx(self, b, n, d, ins):
+        import numpy as np
+        a, w, c = d["attrs"], b.w, d["in_shapes"][0][1]
+        f = w.get(f"{n}.moving_average_factor", np.ones(1))[0]
+        f = 1.0 / f if f != 0 else 1.0      # Caffe stores the statistics times this factor
+        scale = w[f"{n}.weight"] if a["affine"] else np.ones(c, np.float32)
+        bias = w[f"{n}.bias"] if a["affine"] else np.zeros(c, np.float32)
+        return b.node("BatchNormalization", [ins[0], b.weight(n, "weight", scale), b.weight(n, "bias", bias),
+                                             b.weight(n, "mean", w[f"{n}.mean"] * f), b.weight(n, "var", w[f"{n}.var"] * f)],
+                      name=n, epsilon=float(a["eps"]))
+
     def reference(self, torch, xs, a, p, node):
         f = p("moving_average_factor", torch.ones(1))[0]
         f = 1 / f if f != 0 else 1
@@ -229,6 +240,17 @@ class BN(_AffineKernels):
             raise NetcError("BN in LEARN mode normalizes with each batch's own statistics; netc runs SegNet's "
                             "BN with bn_mode: INFERENCE (its statistics folded into scale and shift)", d["loc"])
 
+    def onnx(self, b, n, d, ins):
+        a = d["attrs"]
+        if a["learn"]:
+            raise NetcError("BN in LEARN mode normalizes with each batch's own statistics: no fixed ONNX form", d["loc"])
+        if a["fork"] == "pspnet":
+            return b.node("BatchNormalization", [ins[0], b.weight(n, "weight"), b.weight(n, "bias"),
+                                                 b.weight(n, "mean"), b.weight(n, "var")], name=n, epsilon=float(a["eps"]))
+        shape = (-1,) + (1,) * (len(d["in_shapes"][0]) - 2)
+        y = b.node("Mul", [ins[0], b.weight(n, "weight", b.w[f"{n}.weight"].reshape(shape))], name=n)[0]
+        return b.node("Add", [y, b.weight(n, "bias", b.w[f"{n}.bias"].reshape(shape))], name=n)
+
     def reference(self, torch, xs, a, p, node):
         shape = (1, -1) + (1,) * (xs[0].dim() - 2)
         y = xs[0]
@@ -274,6 +296,26 @@ class _ChannelAffine(_AffineKernels):
 
     def per_channel(self, a) -> bool:
         return a["axis"] == 1 and a["num_axes"] == 1
+
+    def onnx(self, b, n, d, ins):
+        """Mul / Add with the blob shaped to broadcast from `axis` (a second input reshaped so;
+        its batch copied with 0 when it starts at the batch axis)."""
+        import numpy as np
+        a, x = d["attrs"], d["in_shapes"][0]
+        axis, span = self.broadcast(d["in_shapes"], a)
+        shape = list(x[axis:axis + span]) + [1] * (len(x) - axis - span)
+        if len(ins) == 2:
+            target = [0 if (k == 0 and axis == 0 and b.dynamic) else v for k, v in enumerate(shape)]
+            given = b.node("Reshape", [ins[1], b.const(f"{n}_shape", target, np.int64)], name=n)[0]
+        y = ins[0]
+        if self.type == "Scale":
+            y = b.node("Mul", [y, given if len(ins) == 2 else b.weight(n, "weight", b.w[f"{n}.weight"].reshape(shape))],
+                       name=n)[0]
+            if a["bias_term"]:
+                y = b.node("Add", [y, b.weight(n, "bias", b.w[f"{n}.bias"].reshape(shape))], name=n)[0]
+            return [y]
+        return b.node("Add", [y, given if len(ins) == 2 else b.weight(n, "bias", b.w[f"{n}.bias"].reshape(shape))],
+                      name=n)
 
     def reference(self, torch, xs, a, p, node):
         x = xs[0]
@@ -354,6 +396,18 @@ class Normalize(Layer):
         n = numel(outs[0])
         positions = n // ins[0][1] if len(ins[0]) > 1 else 1
         return Ops(mul=2 * n, add=n, div=n, exp=positions)
+
+    def onnx(self, b, n, d, ins):
+        import numpy as np
+        a, x = d["attrs"], ins[0]
+        rank = len(d["in_shapes"][0])
+        axes = list(range(1, rank)) if a["across_spatial"] else [1]
+        sq = b.node("ReduceSum", [b.node("Mul", [x, x], name=n)[0], b.const(f"{n}_axes", axes, np.int64)],
+                    name=n, keepdims=1)[0]
+        norm = b.node("Sqrt", [b.node("Add", [sq, b.const(f"{n}_eps", a["eps"])], name=n)[0]], name=n)[0]
+        w = b.w[f"{n}.weight"]
+        w = w.reshape((-1,) + (1,) * (rank - 2)) if w.size > 1 else w
+        return b.node("Mul", [b.node("Div", [x, norm], name=n)[0], b.weight(n, "weight", w)], name=n)
 
     def reference(self, torch, xs, a, p, node):
         x = xs[0]

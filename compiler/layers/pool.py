@@ -118,6 +118,31 @@ class Pooling(Layer):
         k, s = a["kernel"], a["stride"]
         return f"{a['pool']} {k[0]}x{k[1]}" + (f"/{s[0]}" if s[0] != 1 else "")
 
+    def onnx(self, b, n, d, ins):
+        """MaxPool/AveragePool with Caffe's window count and divisor: floor mode with the end pad
+        reaching Caffe's last (ceil-mode) window; AVE pads by `pad` explicitly first, so the
+        divisor counts padding up to H + pad and never beyond, as pooling_layer.cpp does."""
+        import numpy as np
+        from ..onnx_export import spatial_pads
+        a, (N, C, H, W), (_, _, OH, OW) = d["attrs"], d["in_shapes"][0], d["shapes"][0]
+        if len(d["tops"]) == 2:
+            raise NetcError(f'layer "{n}": MAX pooling\'s mask top has no ONNX equivalent netc writes '
+                            "(MaxPool's Indices count across channels)", d["loc"])
+        if a["pool"] == "STOCHASTIC":
+            raise NetcError(f'layer "{n}": STOCHASTIC pooling has no ONNX form', d["loc"])
+        (KH, KW), (SH, SW), (PH, PW) = self.geometry((N, C, H, W), a)
+        (hb, he), (wb, we) = spatial_pads(H, KH, SH, PH, OH), spatial_pads(W, KW, SW, PW, OW)
+        if a["global_pooling"]:
+            return b.node("GlobalMaxPool" if a["pool"] == "MAX" else "GlobalAveragePool", ins, name=n)
+        if a["pool"] == "MAX":
+            return b.node("MaxPool", ins, name=n, kernel_shape=[KH, KW], strides=[SH, SW], pads=[hb, wb, he, we])
+        x = ins[0]
+        pre = [min(PH, he), min(PW, we)]
+        if PH or PW:
+            x = b.node("Pad", [x, b.const(f"{n}_pads", [0, 0, PH, PW, 0, 0, pre[0], pre[1]], np.int64)], name=n)[0]
+        return b.node("AveragePool", [x], name=n, kernel_shape=[KH, KW], strides=[SH, SW],
+                      pads=[0, 0, he - pre[0], we - pre[1]], count_include_pad=0)
+
     def reference(self, torch, xs, a, p, node):
         F, x = torch.nn.functional, xs[0]
         k, s, pad = (x.shape[2:], (1, 1), (0, 0)) if a["global_pooling"] else (a["kernel"], a["stride"], a["pad"])
@@ -322,6 +347,21 @@ class LRN(Layer):
             s = a["local_size"]
             return ((s, 1, s // 2), (s, 1, s // 2))
         return None
+
+    def onnx(self, b, n, d, ins):
+        import numpy as np
+        a, size = d["attrs"], d["attrs"]["local_size"]
+        if a["norm_region"] == "ACROSS_CHANNELS":
+            return b.node("LRN", ins, name=n, size=size, alpha=float(a["alpha"]), beta=float(a["beta"]),
+                          bias=float(a["k"]))
+        # lrn_layer.cpp's WITHIN_CHANNEL: x * (1 + alpha * mean of x^2 over the padded window)^-beta
+        x, pad = ins[0], (size - 1) // 2
+        sq = b.node("Mul", [x, x], name=n)[0]
+        avg = b.node("AveragePool", [sq], name=n, kernel_shape=[size, size], strides=[1, 1],
+                     pads=[pad, pad, size - 1 - pad, size - 1 - pad], count_include_pad=1)[0]
+        base = b.node("Add", [b.node("Mul", [avg, b.const(f"{n}_alpha", a["alpha"])], name=n)[0],
+                              b.const(f"{n}_one", 1.0)], name=n)[0]
+        return b.node("Mul", [x, b.node("Pow", [base, b.const(f"{n}_beta", -a["beta"])], name=n)[0]], name=n)
 
     def reference(self, torch, xs, a, p, node):
         F, x, size = torch.nn.functional, xs[0], a["local_size"]

@@ -10,6 +10,19 @@ from .base import Layer, Ops, Param, fmt_shape, numel, register
 from .merge import _axis
 
 
+def onnx_reshape(b, n, d, x) -> list[str]:
+    """Reshape to the analyzed shape; with a symbolic batch its first size is 0 (copied), which
+    needs the batch to stay the first axis."""
+    import numpy as np
+    target = [int(v) for v in d["shapes"][0]]
+    if b.dynamic:
+        if not target or target[0] != d["in_shapes"][0][0]:
+            raise NetcError(f'layer "{n}" ({d["type"]}) moves the batch axis: export it without --dynamic-batch',
+                            d["loc"])
+        target[0] = 0
+    return b.node("Reshape", [x, b.const(f"{n}_shape", target, np.int64)], name=n)
+
+
 @register
 class Flatten(Layer):
     type = "Flatten"
@@ -30,6 +43,9 @@ class Flatten(Layer):
 
     def is_view(self, a):
         return True
+
+    def onnx(self, b, n, d, ins):
+        return onnx_reshape(b, n, d, ins[0])
 
     def reference(self, torch, xs, a, p, node):
         return [xs[0].reshape(node["shapes"][0])]
@@ -77,6 +93,9 @@ class Reshape(Layer):
     def is_view(self, a):
         return True
 
+    def onnx(self, b, n, d, ins):
+        return onnx_reshape(b, n, d, ins[0])
+
     def reference(self, torch, xs, a, p, node):
         return [xs[0].reshape(node["shapes"][0])]
 
@@ -97,6 +116,13 @@ class Permute(Layer):
             raise NetcError(f"Permute order {order} is not a permutation of the axes of {fmt_shape(s)}", loc)
         order += [i for i in range(len(s)) if i not in order]
         return [tuple(s[i] for i in order)]
+
+    def onnx(self, b, n, d, ins):
+        order = list(d["attrs"]["order"])
+        order += [i for i in range(len(d["in_shapes"][0])) if i not in order]
+        if b.dynamic and order[0] != 0:
+            raise NetcError(f'layer "{n}" (Permute) moves the batch axis: export it without --dynamic-batch', d["loc"])
+        return b.node("Transpose", [ins[0]], name=n, perm=[int(o) for o in order])
 
     def reference(self, torch, xs, a, p, node):
         order = list(a["order"]) + [i for i in range(xs[0].dim()) if i not in a["order"]]
@@ -143,6 +169,16 @@ class Crop(Layer):
                                      f"{fmt_shape(big)}", loc, [out])
         return [out]
 
+    def onnx(self, b, n, d, ins):
+        import numpy as np
+        a, x, y = d["attrs"], d["in_shapes"][0], d["shapes"][0]
+        ax, offs = a["axis"] % len(x), list(a["offset"])
+        axes = list(range(ax, len(x)))
+        starts = [offs[0] if len(offs) == 1 else offs[i - ax] if offs else 0 for i in axes]
+        ends = [s + y[i] for s, i in zip(starts, axes)]
+        return b.node("Slice", [ins[0], b.const(f"{n}_starts", starts, np.int64), b.const(f"{n}_ends", ends, np.int64),
+                                b.const(f"{n}_axes", axes, np.int64)], name=n)
+
     def reference(self, torch, xs, a, p, node):
         x, ref = xs
         ax, offs = a["axis"] % x.dim(), list(a["offset"])
@@ -182,6 +218,9 @@ class Softmax(Layer):
     params = (Param("axis", default=1, min=None),)
     family = "activation"
     short = "prob"
+
+    def onnx(self, b, n, d, ins):
+        return b.node("Softmax", [ins[0]], name=n, axis=int(d["attrs"]["axis"]) % len(d["shapes"][0]))
 
     def shapes(self, ins, a, loc):
         _axis(a["axis"], len(ins[0]), "Softmax", loc)

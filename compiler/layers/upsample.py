@@ -19,6 +19,17 @@ from ..errors import NetcError
 from .base import Layer, Ops, Param, fmt_shape, numel, register, require_4d
 
 
+def resize(b, n, d, x, **attrs) -> list[str]:
+    """ONNX Resize to the analyzed size: `sizes` for a fixed batch, `scales` for a symbolic one."""
+    import numpy as np
+    (N, C, H, W), (_, _, OH, OW) = d["in_shapes"][0], d["shapes"][0]
+    if b.dynamic:
+        args = [x, "", b.const(f"{n}_scales", [1, 1, OH / H, OW / W])]
+    else:
+        args = [x, "", "", b.const(f"{n}_sizes", [N, C, OH, OW], np.int64)]
+    return b.node("Resize", args, name=n, **attrs)
+
+
 @register
 class Upsample(Layer):
     type = "Upsample"
@@ -76,6 +87,13 @@ class Upsample(Layer):
             y.scatter_(2, mask.reshape(n, c, -1).long(), x.reshape(n, c, -1))
             return [y.reshape(node["shapes"][0])]
         return [torch.nn.functional.interpolate(xs[0], size=tuple(node["shapes"][0][2:]), mode="nearest")]
+
+    def onnx(self, b, n, d, ins):
+        """Resize, nearest, Caffe's (y * H // OH): asymmetric coordinates rounded down."""
+        if len(ins) == 2:
+            raise NetcError(f'layer "{n}": SegNet\'s unpooling (a mask input) has no ONNX form netc writes', d["loc"])
+        return resize(b, n, d, ins[0], mode="nearest", coordinate_transformation_mode="asymmetric",
+                      nearest_mode="floor")
 
     def _unpool_cpu(self, lo, n):
         from ..codegen.cpu_kit import i
