@@ -113,6 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the --blobs to this .npz file")
     p.add_argument("--top", type=positive, default=None)
     p.add_argument("--labels")
+    g = p.add_argument_group("image preprocessing (default: what the model's input says; run prints what it applies)")
+    g.add_argument("--mean", help="per-channel mean (104,117,123) in the model's channel order, or a Caffe "
+                   "mean.binaryproto file")
+    g.add_argument("--std", help="per-channel divisor after the mean (torchvision: 0.229,0.224,0.225 with --pixels 0-1)")
+    g.add_argument("--scale", type=float, default=None, help="multiplier after mean and std (Caffe's transform scale)")
+    g.add_argument("--pixels", choices=("0-255", "0-1"), default=None, help="pixel range before the mean (0-1: /255)")
+    g.add_argument("--channels", choices=("rgb", "bgr"), default=None, help="channel order (Caffe models: bgr)")
+    g.add_argument("--resize", help="before the crop: S (shorter side, as torchvision's Resize(256)) or HxW")
+    g.add_argument("--crop", choices=("center", "none"), default=None,
+                   help="center-crop to the input size (default), or resize straight to it")
     p.add_argument("--profile", action="store_true")
     p.add_argument("--gpu", action="store_true",
                    help="run the CUDA target (numba-cuda; NUMBA_ENABLE_CUDASIM=1: the simulator)")

@@ -36,6 +36,49 @@ def _read_input(args, net) -> np.ndarray | None:
     return paths  # images: read once the input shape is known
 
 
+def _numbers(text: str, what: str) -> tuple:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise NetcError(f"--{what} takes comma-separated numbers (e.g. 104,117,123), got {text!r}") from None
+    if not all(np.isfinite(values)):
+        raise NetcError(f"--{what} values must be finite, got {text!r}")
+    return values
+
+
+def preprocessing(args, attrs: dict):
+    """The model input's preprocessing with the command line's changes."""
+    import dataclasses
+    from ..runtime.images import Preprocess
+    prep = Preprocess.of(attrs)
+    change = {}
+    if args.mean:
+        if Path(args.mean).suffix == ".binaryproto" or Path(args.mean).is_file():
+            from ..runtime.caffemodel import read_mean_file
+            change.update(mean_image=read_mean_file(Path(args.mean)), mean=(0.0,))
+        else:
+            change.update(mean=_numbers(args.mean, "mean"), mean_image=None)
+    if args.std:
+        std = _numbers(args.std, "std")
+        if any(v <= 0 for v in std):
+            raise NetcError(f"--std values must be positive, got {args.std!r}")
+        change["std"] = std
+    if args.scale is not None:
+        change["scale"] = args.scale
+    if args.pixels:
+        change["pixel_scale"] = 1 / 255 if args.pixels == "0-1" else 1.0
+    if args.channels:
+        change["color_order"] = args.channels.upper()
+    if args.crop:
+        change["crop"] = args.crop == "center"
+    if args.resize:
+        r = args.resize.lower().split("x")
+        if not all(v.isdigit() and 0 < int(v) < 1 << 16 for v in r) or len(r) > 2:
+            raise NetcError(f"--resize takes S or HxW (positive sizes), got {args.resize!r}")
+        change["resize"] = int(r[0]) if len(r) == 1 else (int(r[0]), int(r[1]))
+    return dataclasses.replace(prep, **change)
+
+
 def read_npy(path: Path) -> np.ndarray:
     """A floating-point array from an .npy file whose header is checked first: at least one
     dimension, and no more data declared than the file holds (a small file can declare 112 GiB)."""
@@ -151,8 +194,9 @@ def run_command(args) -> int:
             print(f"note: no --input; feeding random values to \"{plain(name)}\" {fmt_shape(shape)}", file=sys.stderr)
         elif isinstance(x, list):
             from ..runtime.images import load_images
-            _, attrs = _input_source(net, ex)
-            feeds[name] = load_images(x, shape, attrs)
+            prep = preprocessing(args, _input_source(net, ex)[1])
+            feeds[name] = load_images(x, shape, prep)        # checks the shape describe() reads
+            print(f"note: preprocessing: {prep.describe(shape)}", file=sys.stderr)
         else:
             feeds[name] = x
     got = ex.run(feeds, blobs)

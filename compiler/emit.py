@@ -78,7 +78,10 @@ def to_net(g: nx.DiGraph) -> str:
         layer = REGISTRY[d["type"]]
         params = layer.written_params(d["attrs"])
         if d["type"] == "Input" and len(d["tops"]) == 1 and d["tops"][0] == n and not d["declared"]:
-            out.append(f"input {net_label(n)}: {net_value(list(d['attrs']['shape'][0]))}")
+            options = [f"{k}={Enum(v).name if _enumish(layer, k) and isinstance(v, str) else net_value(v)}"
+                       for k, v in params if k != "shape"]
+            out.append(f"input {net_label(n)}: {net_value(list(d['attrs']['shape'][0]))}"
+                       + (f" ({', '.join(options)})" if options else ""))
             current = n
             continue
         args = [f"{k}={Enum(v).name if _enumish(layer, k) and isinstance(v, str) else net_value(v)}"
@@ -138,9 +141,16 @@ def to_prototxt(g: nx.DiGraph) -> str:
             out.append("  # netc: output_shape " + ", ".join("x".join(map(str, s)) for s in d["declared"]))
         groups: dict[str, list] = {}
         schema = layer.schema()
+        extensions = []
         for k, v in layer.written_params(d["attrs"]):
+            if schema[k].doc.startswith("netc:"):   # no such field in caffe.proto: Caffe would refuse the file
+                text = v if isinstance(v, str) else net_value(list(v) if isinstance(v, tuple) else v)
+                extensions.append(f"{k}={text.replace(' ', '')}")
+                continue
             msg = schema[k].message or layer.messages[0]
             groups.setdefault(msg, []).append((k, v))
+        if extensions:
+            out.append("  # netc: preprocess " + " ".join(extensions))   # read back by netc, a comment to Caffe
         for msg, items in groups.items():
             out.append(f"  {msg} {{")
             for k, v in items:

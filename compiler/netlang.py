@@ -233,7 +233,9 @@ class Elaborator:
             if a.data != "kwarg":
                 raise self.error("input options are named, e.g. (mean_value=[104, 117, 123])", a)
             fields.append(Field(str(a.children[0]), self.eval(a.children[1], scope), self.loc(a.children[0])))
-        type_name = "Input" if len(fields) == 1 else "Data"
+        from .layers.data import TRANSFORM
+        preparing = {p.name for p in TRANSFORM}
+        type_name = "Input" if all(f.key in preparing for f in fields[1:]) else "Data"
         self.add(LayerSpec(name, type_name, [], [name], fields, self.loc(st), self.loc(st)), scope,
                  self.label(label_tree))
         return name

@@ -149,9 +149,3 @@ def _refuse_soft_shapes(g) -> None:
                 layer.shapes(d["in_shapes"], d["attrs"], d["loc"])
             except SoftShapeError as e:
                 raise NetcError(e.message + " (netc cannot export it)", e.loc) from None
-
-
-def spatial_pads(size: int, k: int, s: int, p: int, out: int) -> tuple[int, int]:
-    """(begin, end) padding for which floor-mode pooling gives Caffe's `out` windows: the end
-    pad reaches the last window's end (Caffe's ceil-mode overhang), never below zero."""
-    return p, max(0, (out - 1) * s + k - size - p)

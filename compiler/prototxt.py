@@ -338,14 +338,49 @@ def _layer(block: Field, path: str, directives, dropped: dict | None = None,
             dropped.setdefault(kind, []).append(name)
     end = getattr(block, "end_line", block.loc.line)
     declared = [shape for line, shape in directives.items() if block.loc.line <= line <= end]
+    for line, extra in getattr(directives, "preprocess", {}).items():
+        if block.loc.line <= line <= end:
+            params.extend(extra)
     return LayerSpec(name, layer.type, bottoms, tops, params, block.loc, type_loc, bottom_locs,
                      declared[0] if declared else None)
 
 
+PREPROCESS = re.compile(r"#\s*netc:\s*preprocess\s+(.+?)\s*$")
+_SETTING = re.compile(r"([a-z_]+)=(\[[^\]]*\]|[A-Za-z0-9_.+-]+)")
+
+
+class _Directives(dict):
+    """Line -> declared output shapes; `.preprocess`: line -> Fields of netc's preprocessing
+    (`# netc: preprocess std_value=[0.229,0.224,0.225] color_order=RGB pixel_scale=0.0039`, the
+    fields Caffe's transform_param lacks, as netc convert writes them)."""
+    preprocess: dict
+
+
+def _preprocess_fields(text: str, loc: Loc) -> list[Field]:
+    fields = []
+    for key, raw in _SETTING.findall(text):
+        try:
+            if raw.startswith("["):
+                value = [float(v) for v in raw[1:-1].split(",") if v.strip()]
+            elif re.fullmatch(r"[A-Za-z_]+", raw):
+                value = Enum(raw)
+            else:
+                value = float(raw)
+        except ValueError:
+            raise NetcError(f'"# netc: preprocess" cannot read {key}={raw}', loc) from None
+        fields.append(Field(key, value, loc))
+    return fields
+
+
 def _directives(text: str, path: str) -> dict[int, list[tuple]]:
     """`# netc: output_shape 1x300x5, 1x4` comments: shapes for layers netc cannot infer."""
-    found = {}
+    found = _Directives()
+    found.preprocess = {}
     for i, line in enumerate(text.splitlines(), 1):
+        pre = PREPROCESS.search(line)
+        if pre:
+            found.preprocess[i] = _preprocess_fields(pre.group(1), Loc(path, i, pre.start(1) + 1))
+            continue
         m = DIRECTIVE.search(line)
         if not m:
             continue

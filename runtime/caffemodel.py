@@ -112,7 +112,7 @@ class _Wire:
 
 def read_layers(path: Path) -> tuple[str, list[CaffeLayer]]:
     """(network name, layers with blobs) of a .caffemodel, no numbers read yet."""
-    from .weights import regular_file
+    from .files import regular_file
     regular_file(path, "weights")
     size = path.stat().st_size
     with open(path, "rb") as raw:
@@ -273,8 +273,9 @@ def _squeezed(shape) -> tuple:
     return tuple(int(d) for d in shape if d != 1)
 
 
-def weights_for(g, path: Path) -> tuple[dict, list[str]]:
-    """{netc key: float32 array} for every layer of the (analyzed) graph that has parameters,
+def weights_for(g, path: Path, want: dict, maybe: dict) -> tuple[dict, list[str]]:
+    """{netc key: float32 array} for every layer of the (analyzed) graph that has parameters
+    (`want`: key -> shape required, `maybe`: optional, as weights.expected/optional give them),
     from the file's layer of the same name, blobs in Caffe's order (`Layer.caffe_blobs`); and
     notes naming the file's layers the network does not use (a training snapshot's data, loss
     and auxiliary heads). Strict: a missing layer, a missing or extra blob and a shape that
@@ -282,8 +283,6 @@ def weights_for(g, path: Path) -> tuple[dict, list[str]]:
     from ..compiler.layers import REGISTRY
     from ..compiler.layers.base import fmt_shape
     from . import memory
-    from .weights import expected, optional
-    want, maybe = expected(g), optional(g)
     _, layers = read_layers(path)
     by_name = {}
     for layer in layers:
@@ -318,3 +317,20 @@ def weights_for(g, path: Path) -> tuple[dict, list[str]]:
     notes = [f"{path}: {len(unused)} layer(s) with weights that this model does not use: "
              + ", ".join(unused[:8]) + (" ..." if len(unused) > 8 else "")] if unused else []
     return out, notes
+
+
+def read_mean_file(path: Path) -> np.ndarray:
+    """A Caffe mean file (`mean.binaryproto`: one BlobProto, [1, C, H, W] or [C, H, W]) as a
+    float32 [C, H, W] image."""
+    from .files import regular_file
+    regular_file(path, "mean file")
+    size = path.stat().st_size
+    with open(path, "rb") as raw:
+        w = _Wire(io.BufferedReader(raw, 1 << 16), path, size)
+        ref = _blob(w, (0, size))
+    a = load_blob(path, ref)
+    if a.ndim == 4 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim != 3:
+        raise NetcError(f"mean file {path} holds a blob of shape {list(a.shape)}; expected [1, C, H, W]")
+    return a

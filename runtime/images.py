@@ -1,6 +1,7 @@
-"""Images -> a network's input blob, the way Caffe's DataTransformer prepares them: BGR channel
-order, resized (shorter side) and center-cropped, then (x - mean_value) * scale when the Data
-layer's transform_param says so.
+"""Images -> a network's input blob as the model was trained to see them (`Preprocess`): Caffe's
+DataTransformer (BGR, 0-255, (x - mean) * scale, a mean file's image) or torchvision's (RGB,
+/255, mean and std), resized and center-cropped; the model's input says which, the command line
+may say otherwise.
 
 Any mode becomes the model's channel count the way Caffe's OpenCV reader would: gray is
 replicated to three channels, alpha is dropped, palettes are expanded, 16-bit samples keep their
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -57,34 +59,120 @@ def _read(path: str, channels: int):
         raise NetcError(f"cannot use image {path} (mode {img.mode}): {e}") from None
 
 
-def load_images(paths: list[str], shape: tuple, attrs: dict) -> np.ndarray:
+@dataclass
+class Preprocess:
+    """How an image becomes input values: y = (x * pixel_scale - mean) / std * scale, x the
+    0-255 pixels in `color_order` after resizing (`resize`: None covers the input keeping the
+    aspect, or to the mean image's size when there is one; an int sizes the shorter side; (H, W)
+    exactly) and a center crop to the input. Caffe's DataTransformer is pixel_scale 1, std 1, BGR;
+    torchvision's is RGB, pixel_scale 1/255, ImageNet's mean and std."""
+    color_order: str = "BGR"
+    pixel_scale: float = 1.0
+    mean: tuple = (0.0,)
+    mean_image: np.ndarray | None = None     # a Caffe mean file's [C, H, W], centre-cropped
+    std: tuple = (1.0,)
+    scale: float = 1.0
+    resize: int | tuple | None = None
+    crop: bool = True
+
+    @classmethod
+    def of(cls, attrs: dict) -> "Preprocess":
+        """What a model's input says (Caffe's transform_param, netc's extensions)."""
+        mean_image = None
+        if attrs.get("mean_file") and not attrs.get("mean_value"):
+            from pathlib import Path
+            from .caffemodel import read_mean_file
+            path = Path(attrs["mean_file"])
+            if path.is_file():
+                mean_image = read_mean_file(path)
+            else:
+                print(f"warning: mean_file {plain(attrs['mean_file'])} not found; give it with --mean FILE "
+                      f"(no mean is subtracted)", file=sys.stderr)
+        return cls(color_order=attrs.get("color_order") or "BGR", pixel_scale=attrs.get("pixel_scale") or 1.0,
+                   mean=tuple(attrs.get("mean_value") or (0.0,)), mean_image=mean_image,
+                   std=tuple(attrs.get("std_value") or (1.0,)), scale=attrs.get("scale") or 1.0)
+
+    def describe(self, shape) -> str:
+        _, c, h, w = shape
+        size = ("cover {w}x{h} keeping the aspect" if self.resize is None and self.mean_image is None else
+                f"{self.mean_image.shape[2]}x{self.mean_image.shape[1]} (the mean image's size)" if self.resize is None
+                else f"shorter side {self.resize}" if isinstance(self.resize, int) else f"{self.resize[1]}x{self.resize[0]}")
+        parts = [f"resize to {size.format(w=w, h=h)}", f"center crop {w}x{h}" if self.crop else "no crop",
+                 "gray" if c == 1 else self.color_order]
+        if self.pixel_scale != 1:
+            parts.append(f"x {self.pixel_scale:.6g}")
+        if self.mean_image is not None:
+            parts.append("minus the mean image")
+        elif any(self.mean):
+            parts.append(f"minus mean {_numbers(self.mean)}")
+        if any(v != 1 for v in self.std):
+            parts.append(f"divided by std {_numbers(self.std)}")
+        if self.scale != 1:
+            parts.append(f"x {self.scale:.6g}")
+        return ", ".join(parts)
+
+
+def _numbers(values) -> str:
+    return "[" + ", ".join(f"{v:.6g}" for v in values) + "]"
+
+
+def load_images(paths: list[str], shape: tuple, prep: "Preprocess | dict") -> np.ndarray:
     try:
         from PIL import Image
     except ImportError:
         raise NetcError("reading images needs Pillow, which netc installs: from the netc checkout, "
                         "pip install .") from None
+    if isinstance(prep, dict):
+        prep = Preprocess.of(prep)
     if len(shape) != 4:
         raise NetcError(f"the network input has shape {list(shape)}; images feed a 4-D input (N, C, H, W)")
     _, c, h, w = shape
     if c not in (1, 3):
         raise NetcError(f"the network input has {c} channels; images give 1 or 3")
-    mean = np.asarray(attrs.get("mean_value") or (0.0,), np.float32)
-    if mean.size not in (1, c):
-        raise NetcError(f"transform_param has {mean.size} mean_value(s) for {c} channels")
-    if attrs.get("mean_file") and not attrs.get("mean_value"):
-        print(f"warning: mean_file {plain(attrs['mean_file'])} is not read; no mean is subtracted", file=sys.stderr)
-    scale = attrs.get("scale") or 1.0
+    mean, std = (np.asarray(v, np.float32) for v in (prep.mean, prep.std))
+    for name, v in (("mean", mean), ("std", std)):
+        if v.size not in (1, c):
+            raise NetcError(f"{v.size} {name} value(s) for {c} channels")
+    mean_crop = None
+    if prep.mean_image is not None:
+        mc, mh, mw = prep.mean_image.shape
+        if mc != c or mh < h or mw < w:
+            raise NetcError(f"the mean image is {mc}x{mh}x{mw}; the input needs {c} channels and at least {h}x{w}")
+        top, left = (mh - h) // 2, (mw - w) // 2
+        mean_crop = prep.mean_image[:, top:top + h, left:left + w]
     out = np.empty((len(paths), c, h, w), np.float32)
     for k, path in enumerate(paths):
         img = _read(path, c)
-        r = max(w / img.size[0], h / img.size[1])        # the smallest scale that covers h x w
-        size = (max(w, round(img.size[0] * r)), max(h, round(img.size[1] * r)))
+        size = _target_size(img.size, (h, w), prep)
         if size[0] * size[1] > 64 * h * w + (1 << 22):
             raise NetcError(f"image {path} ({img.size[0]}x{img.size[1]}) would be resized to "
                             f"{size[0]}x{size[1]} to cover the {w}x{h} input: too elongated")
         img = img.resize(size, Image.BILINEAR)
+        if size[0] < w or size[1] < h:
+            raise NetcError(f"image {path} resized to {size[0]}x{size[1]} is smaller than the {w}x{h} input")
         left, top = (img.size[0] - w) // 2, (img.size[1] - h) // 2
         a = np.asarray(img.crop((left, top, left + w, top + h)), np.float32)
-        a = a[None] if c == 1 else a[:, :, ::-1].transpose(2, 0, 1)   # RGB -> Caffe's BGR
-        out[k] = (a - mean.reshape(-1, 1, 1)) * scale
+        if c == 1:
+            a = a[None]
+        else:
+            a = a.transpose(2, 0, 1) if prep.color_order == "RGB" else a[:, :, ::-1].transpose(2, 0, 1)
+        a = a * np.float32(prep.pixel_scale)
+        a = a - (mean_crop if mean_crop is not None else mean.reshape(-1, 1, 1))
+        out[k] = a / std.reshape(-1, 1, 1) * np.float32(prep.scale)
     return out
+
+
+def _target_size(size: tuple, hw: tuple, prep: Preprocess) -> tuple[int, int]:
+    """(width, height) to resize to before the center crop."""
+    (iw, ih), (h, w) = size, hw
+    if not prep.crop:
+        return w, h
+    if prep.resize is None and prep.mean_image is not None:
+        return prep.mean_image.shape[2], prep.mean_image.shape[1]
+    if prep.resize is None:
+        r = max(w / iw, h / ih)                       # the smallest scale that covers h x w
+        return max(w, round(iw * r)), max(h, round(ih * r))
+    if isinstance(prep.resize, int):                  # torchvision's Resize(256): the shorter side
+        r = prep.resize / min(iw, ih)
+        return max(1, round(iw * r)), max(1, round(ih * r))
+    return prep.resize[1], prep.resize[0]

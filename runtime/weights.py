@@ -17,6 +17,7 @@ import numpy as np
 from ..compiler.errors import NetcError
 from ..compiler.layers import REGISTRY
 from ..compiler.layers.base import fmt_shape
+from .files import regular_file
 
 
 def expected(g: nx.DiGraph) -> dict[str, tuple]:
@@ -45,7 +46,7 @@ def load(g: nx.DiGraph, source) -> dict[str, np.ndarray]:
     g.graph["weight_notes"] = []
     if isinstance(source, (str, Path)) and _is_caffemodel(Path(source)):
         from .caffemodel import weights_for
-        raw, g.graph["weight_notes"] = weights_for(g, Path(source))
+        raw, g.graph["weight_notes"] = weights_for(g, Path(source), expected(g), optional(g))
     elif isinstance(source, (str, Path)):
         raw = read_npz(g, Path(source))
     elif isinstance(source, dict):
@@ -85,15 +86,6 @@ def _is_caffemodel(path: Path) -> bool:
     with open(path, "rb") as f:
         head = f.read(6)
     return bool(head) and not head.startswith((b"PK", b"\x93NUMPY"))
-
-
-def regular_file(path: Path, what: str) -> Path:
-    """`path` if it is a regular file (a FIFO or device would block or never end)."""
-    if not path.exists():
-        raise NetcError(f"cannot read {what} {path}: no such file")
-    if not path.is_file():
-        raise NetcError(f"cannot read {what} {path}: not a regular file")
-    return path
 
 
 def read_npz(g: nx.DiGraph, path: Path) -> dict[str, np.ndarray]:

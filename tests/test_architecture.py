@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"netc": ".", "netc.compiler": "compiler", "netc.compiler.layers": "compiler/layers",
             "netc.compiler.codegen": "compiler/codegen", "netc.runtime": "runtime"}
 GENERIC = sorted([*(ROOT / "compiler/codegen").glob("*.py"), ROOT / "compiler/passes.py",
-                  ROOT / "compiler/plan.py", ROOT / "compiler/diagram.py"])
+                  ROOT / "compiler/plan.py", ROOT / "compiler/diagram.py", ROOT / "compiler/onnx_export.py"])
 TARGET_MODULES = {"netc.compiler.codegen.cpu", "netc.compiler.codegen.cuda", "netc.compiler.codegen.lowering"}
 
 

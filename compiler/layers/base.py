@@ -301,8 +301,12 @@ def _suggest_type(word: str) -> str:
     compared without case: "upsampel" suggests "Upsample", never a lowercase alias."""
     import difflib
     names = {}
-    for name in [*REGISTRY, *(a for a in _ALIASES if not a.islower())]:
-        names.setdefault(name.lower(), name)
+    spellings = [*REGISTRY, *(a for a in _ALIASES if not a.islower())]
+    if word.isupper():       # a V1 file: its enum spellings first (CONVOLUTON -> CONVOLUTION)
+        spellings.sort(key=lambda a: not a.isupper())
+    for name in spellings:
+        names.setdefault(name.lower().replace("_", ""), name)
+    word = word.replace("_", "")
     close = difflib.get_close_matches(word.lower(), list(names), n=1, cutoff=0.6)
     return f' (did you mean "{names[close[0]]}"?)' if close else ""
 

@@ -12,7 +12,16 @@ TRANSFORM = (
     Param("mean_value", "float", repeated=True, message="transform_param"),
     Param("force_color", "bool", False, message="transform_param"),
     Param("force_gray", "bool", False, message="transform_param"),
+    # netc's extensions for models trained outside Caffe (torchvision: RGB, /255, mean and std);
+    # Caffe's TransformationParameter has no such fields, so prototxt output leaves them in a comment
+    Param("std_value", "float", repeated=True, message="transform_param", positive=True,
+          doc="netc: per-channel divisor after the mean"),
+    Param("color_order", "enum", "BGR", choices=("BGR", "RGB"), message="transform_param",
+          doc="netc: channel order the network was trained on"),
+    Param("pixel_scale", "float", 1.0, message="transform_param", positive=True,
+          doc="netc: multiplies 0-255 pixels before the mean (1/255 for torchvision models)"),
 )
+NETC_ONLY = ("std_value", "color_order", "pixel_scale")
 
 
 class _Source(Layer):
@@ -27,8 +36,8 @@ class _Source(Layer):
 class Input(_Source):
     type = "Input"
     aliases = ("INPUT",)
-    messages = ("input_param",)
-    params = (Param("shape", "shape", repeated=True),)
+    messages = ("input_param", "transform_param")
+    params = (Param("shape", "shape", repeated=True), *TRANSFORM)   # how images are prepared for it
     short = "input"
 
     def multi_shapes(self, ins, a, loc, ntops):

@@ -21,6 +21,12 @@ def pooled_size(size: int, k: int, s: int, p: int, ceil: bool, any_pad: bool | N
     return out
 
 
+def spatial_pads(size: int, k: int, s: int, p: int, out: int) -> tuple[int, int]:
+    """(begin, end) padding for which floor-mode pooling gives Caffe's `out` windows: the end
+    pad reaches the last window's end (Caffe's ceil-mode overhang), never below zero."""
+    return p, max(0, (out - 1) * s + k - size - p)
+
+
 @register
 class Pooling(Layer):
     type = "Pooling"
@@ -123,7 +129,6 @@ class Pooling(Layer):
         reaching Caffe's last (ceil-mode) window; AVE pads by `pad` explicitly first, so the
         divisor counts padding up to H + pad and never beyond, as pooling_layer.cpp does."""
         import numpy as np
-        from ..onnx_export import spatial_pads
         a, (N, C, H, W), (_, _, OH, OW) = d["attrs"], d["in_shapes"][0], d["shapes"][0]
         if len(d["tops"]) == 2:
             raise NetcError(f'layer "{n}": MAX pooling\'s mask top has no ONNX equivalent netc writes '
