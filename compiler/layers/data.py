@@ -203,3 +203,20 @@ class Accuracy(_Loss):
               Param("ignore_label", min=None))
     short = "accuracy"
     family = "loss"
+
+
+@register
+class Silence(Layer):
+    """Caffe's Silence: swallows blobs nobody else reads (so Caffe does not print them). It
+    computes nothing; netc keeps it out of the forward path as it does losses."""
+    type = "Silence"
+    aliases = ("SILENCE",)
+    cost = "none: reads its inputs and writes nothing"
+    family = "loss"
+    short = "silence"
+    forward = False
+    min_inputs, max_inputs = 1, None
+    outputs = 0
+
+    def shapes(self, ins, a, loc):
+        return []

@@ -148,3 +148,83 @@ ACTS
         ks = gemm.fc_kernel("NAME", R, K, O, x_off, w_off, b_off, y_off, acts,
                             tile=lo.gemm_tile(gemm.fc_problem(R, K, O), n))
         return lo.step([n, *extra], [lo.gemm_launch("fc", ks)])
+
+
+@register
+class Embed(Layer):
+    """BVLC's Embed (embed_layer.cpp): each input value is a row index into a learned
+    [input_dim, num_output] table; the output appends num_output to the input's shape. An index
+    outside [0, input_dim) gives NaN (Caffe stops on it), never a read outside the table."""
+    type = "Embed"
+    cost = "no multiplies: one row copied (+ 1 add per output with a bias)"
+    messages = ("embed_param",)
+    params = (Param("num_output", positive=True), Param("input_dim", positive=True),
+              Param("bias_term", "bool", True))
+    family = "fc"
+    short = "embed"
+
+    def normalize(self, a, loc):
+        if a["num_output"] is None or a["input_dim"] is None:
+            raise NetcError('Embed needs "num_output" and "input_dim"', loc)
+        return a
+
+    def shapes(self, ins, a, loc):
+        return [(*ins[0], a["num_output"])]
+
+    def param_shapes(self, ins, a):
+        return {"weight": (a["input_dim"], a["num_output"]), **({"bias": (a["num_output"],)} if a["bias_term"] else {})}
+
+    def ops(self, ins, outs, a):
+        return Ops(add=numel(outs[0]) if a["bias_term"] else 0)
+
+    def init_range(self, blob, shape, a):
+        return (-0.5, 0.5) if blob == "weight" else super().init_range(blob, shape, a)
+
+    def reference(self, torch, xs, a, p, node):
+        y = p("weight")[xs[0].long()]
+        return [y + p("bias") if a["bias_term"] else y]
+
+    def onnx(self, b, n, d, ins):
+        index = b.node("Cast", ins, name=n, to=7)[0]            # int64
+        y = b.node("Gather", [b.weight(n, "weight"), index], name=n, axis=0)[0]
+        return b.node("Add", [y, b.weight(n, "bias")], name=n) if d["attrs"]["bias_term"] else [y]
+
+    def _bias(self, lo, n, a):
+        import numpy as np
+        return lo.w[f"{n}.bias"] if a["bias_term"] else np.zeros(a["num_output"], np.float32)
+
+    def lower_cpu(self, lo, n):
+        from ..codegen.cpu_kit import i
+        d, a = lo.g.nodes[n], lo.g.nodes[n]["attrs"]
+        m, k, o = numel(d["in_shapes"][0]), a["input_dim"], a["num_output"]
+        x, y = lo.view(d["inputs"][0], (m,)), lo.view((n, 0), (m, o))
+        w, bias = lo.param(lo.w[f"{n}.weight"]), lo.param(self._bias(lo, n, a))
+        kern = lo.kernel("embed", f"""
+            def NAME(x, w, b, y):
+                for r in prange({i(m)}):
+                    v = x[r]
+                    if v >= 0 and v < {i(k)}:
+                        row = int(v)
+                        for j in range({i(o)}):
+                            y[r, j] = w[row, j] + b[j]
+                    else:
+                        for j in range({i(o)}):
+                            y[r, j] = np.float32(np.nan)
+            """, m * o)
+        lo.step([n], [f"{kern}({x}, {w}, {bias}, {y})"])
+        return [n]
+
+    def lower_cuda(self, lo, n):
+        from ..codegen.cuda_kit import i, udiv, umod, ux
+        d, a = lo.g.nodes[n], lo.g.nodes[n]["attrs"]
+        m, k, o = numel(d["in_shapes"][0]), a["input_dim"], a["num_output"]
+        src = lo.addr(d["inputs"][0])
+        w, bias = lo.param_offset(lo.w[f"{n}.weight"]), lo.param_offset(self._bias(lo, n, a))
+        body = "\n".join([
+            f"v = A[{ux(i(src), udiv('i', i(o)))}]",
+            f"j = {umod('i', i(o))}",
+            f"if v >= 0 and v < {i(k)}:",
+            f"    A[{lo.out_at((n, 0))}] = P[{ux(i(w), f'int32(v) * {i(o)}', 'j')}] + P[{ux(i(bias), 'j')}]",
+            "else:",
+            f"    A[{lo.out_at((n, 0))}] = float32(math.nan)"])
+        return lo.step([n], [lo.elementwise("embed", body, m * o)])
