@@ -1,4 +1,4 @@
-"""BVLC layers real files use beyond the common ones: Tile, Reduction, MVN, Embed, Silence; shapes
+"""BVLC layers real files use beyond the common ones: Tile, Reduction, MVN, Embed, Silence, ArgMax; shapes
 and counts from their caffe.proto semantics, the CPU target, the CUDA simulator and ONNX Runtime
 against the torch reference."""
 from __future__ import annotations
@@ -79,3 +79,33 @@ def test_errors_are_located():
         loads(inp(1, 2) + layer("r", "Reduction", "data", "r", "reduction_param { axis: 5 }"), path="r.prototxt").analyze()
     with pytest.raises(NetcError, match='Embed needs "num_output" and "input_dim"'):
         loads(inp(1, 2) + layer("e", "Embed", "data", "e", "embed_param { num_output: 3 }"), path="e.prototxt")
+
+
+@pytest.mark.parametrize("params, shape", [
+    ("argmax_param { top_k: 3 }", (2, 1, 3, 1)),
+    ("argmax_param { top_k: 2 out_max_val: true }", (2, 2, 2, 1)),
+    ("argmax_param { axis: 1 top_k: 2 }", (2, 2, 4, 5)),
+    ("argmax_param { axis: -1 out_max_val: true }", (2, 3, 4, 1)),
+])
+def test_argmax_top_k_everywhere(params, shape, tmp_path):
+    import onnxruntime as ort
+    text = inp(2, 3, 4, 5) + layer("a", "ArgMax", "data", "a", params)
+    net = loads(text, path="a.prototxt")
+    net.analyze(batch=2)
+    assert net.graph.nodes["a"]["shapes"] == [shape]
+    ex = net.compile(batch=2)
+    feeds = {"data": np.random.default_rng(5).standard_normal((2, 3, 4, 5)).astype(np.float32)}
+    want = torch_forward(net, ex.weights, feeds)["a"].numpy()
+    np.testing.assert_array_equal(ex.run(feeds)["a"], want.astype(np.float32))
+    got, _ = run_cuda_sim(text, feeds, 2, ex.weights, path="a.prototxt")
+    np.testing.assert_array_equal(got["a"], want.astype(np.float32))
+    net.export_onnx(tmp_path / "a.onnx", weights=ex.weights, batch=2)
+    s = ort.InferenceSession(str(tmp_path / "a.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(s.run(None, feeds)[0], want.astype(np.float32))
+
+
+def test_argmax_ties_go_to_the_larger_index():
+    text = inp(1, 6) + layer("a", "ArgMax", "data", "a", "argmax_param { top_k: 3 }")
+    ex = loads(text, path="t.prototxt").compile()
+    got = ex.run({"data": np.array([[1, 5, 5, 2, 5, 0]], np.float32)})["a"]
+    assert got.ravel().tolist() == [4, 2, 1]

@@ -194,3 +194,139 @@ class MVN(Layer):
              if a["normalize_variance"] else "v = float32(1.0)"),
             f"for j in range({i(inner)}):", f"    {at(dst)} = ({at(src)} - m) * v"])
         return lo.step([n], [lo.elementwise("mvn", body, rows)])
+
+
+def _rank(torch, rows):
+    """Each row's indices by value, largest first, ties to the larger index (Caffe's order)."""
+    flipped = torch.argsort(rows.flip(1), dim=1, descending=True, stable=True)
+    return rows.shape[1] - 1 - flipped
+
+
+@register
+class ArgMax(Layer):
+    """argmax_layer.cpp: the top_k largest values' indices (or, with out_max_val, their values
+    too). Without `axis` over each image's every value, output [N, 1 or 2, top_k, 1...]; with
+    it along that axis, the axis' size becoming top_k (values instead of indices when
+    out_max_val). Ties go to the larger index, as Caffe's sort of (value, index) pairs does."""
+    type = "ArgMax"
+    aliases = ("ARGMAX",)
+    cost = "top_k comparisons per input element"
+    messages = ("argmax_param",)
+    params = (Param("out_max_val", "bool", False), Param("top_k", default=1, positive=True), Param("axis", min=None))
+    family = "other"
+    short = "argmax"
+
+    def _layout(self, shape, a):
+        """(rows, length along which to rank, stride between its elements)."""
+        if a["axis"] is None:
+            return shape[0], numel(shape[1:]), 1
+        ax = a["axis"] % len(shape)
+        return numel(shape[:ax]) * numel(shape[ax + 1:]), shape[ax], numel(shape[ax + 1:])
+
+    def shapes(self, ins, a, loc):
+        s = ins[0]
+        if a["axis"] is not None:
+            if not -len(s) <= a["axis"] < len(s):
+                raise NetcError(f"ArgMax: axis {a['axis']} out of range for {fmt_shape(s)}", loc)
+            ax = a["axis"] % len(s)
+            if a["top_k"] > s[ax]:
+                raise NetcError(f"ArgMax: top_k {a['top_k']} is more than the axis' {s[ax]} values", loc)
+            return [(*s[:ax], a["top_k"], *s[ax + 1:])]
+        if a["top_k"] > numel(s[1:]):
+            raise NetcError(f"ArgMax: top_k {a['top_k']} is more than the {numel(s[1:])} values per image", loc)
+        out = [1] * max(3, len(s))
+        out[0], out[1], out[2] = s[0], 2 if a["out_max_val"] else 1, a["top_k"]
+        return [tuple(out)]
+
+    def ops(self, ins, outs, a):
+        return Ops(comp=numel(ins[0]) * a["top_k"])
+
+    def reference(self, torch, xs, a, p, node):
+        x = xs[0]
+        if a["axis"] is None:
+            rows = x.reshape(x.shape[0], -1)
+            order = _rank(torch, rows)[:, :a["top_k"]]
+            out = order.to(x.dtype)[:, None, :]
+            if a["out_max_val"]:
+                out = torch.cat([out, torch.gather(rows, 1, order)[:, None, :]], 1)
+            return [out.reshape(node["shapes"][0])]
+        ax = a["axis"] % x.dim()
+        moved = x.movedim(ax, -1)
+        flat = moved.reshape(-1, moved.shape[-1])
+        order = _rank(torch, flat)[:, :a["top_k"]]
+        y = torch.gather(flat, 1, order) if a["out_max_val"] else order.to(x.dtype)
+        return [y.reshape(*moved.shape[:-1], a["top_k"]).movedim(-1, ax)]
+
+    def lower_cpu(self, lo, n):
+        from ..codegen.cpu_kit import i
+        d, a = lo.g.nodes[n], lo.g.nodes[n]["attrs"]
+        rows, length, stride = self._layout(d["in_shapes"][0], a)
+        k, per_image = a["top_k"], a["axis"] is None
+        x, y = lo.view(d["inputs"][0], (numel(d["in_shapes"][0]),)), lo.view((n, 0), (numel(d["shapes"][0]),))
+        # row r's element j: rows run over (outer, inner); j steps by the axis' stride
+        base = "r * " + i(length) if per_image else f"(r // {i(stride)}) * {i(length * stride)} + r % {i(stride)}"
+        write_i = (f"y[r * {i(k * (2 if a['out_max_val'] else 1))} + t] = np.float32(bj)" if per_image else
+                   f"y[(r // {i(stride)}) * {i(k * stride)} + t * {i(stride)} + r % {i(stride)}] = "
+                   + ("bv" if a["out_max_val"] else "np.float32(bj)"))
+        write_v = f"y[r * {i(2 * k)} + {i(k)} + t] = bv" if per_image and a["out_max_val"] else ""
+        kern = lo.kernel("argmax", f"""
+            def NAME(x, y):
+                for r in prange({i(rows)}):
+                    b0 = {base}
+                    pv = np.float32(np.inf)
+                    pj = {i(length)}
+                    for t in range({i(k)}):
+                        bv = np.float32(-np.inf)
+                        bj = -1
+                        for j in range({i(length)}):
+                            v = x[b0 + j * {i(stride)}]
+                            if (v < pv or (v == pv and j < pj)) and (v > bv or (v == bv and j > bj)):
+                                bv = v
+                                bj = j
+                        {write_i}
+                        {write_v}
+                        pv = bv
+                        pj = bj
+            """, rows * length * k)
+        lo.step([n], [f"{kern}({x}, {y})"])
+        return [n]
+
+    def lower_cuda(self, lo, n):
+        from ..codegen.cuda_kit import i, ux
+        d, a = lo.g.nodes[n], lo.g.nodes[n]["attrs"]
+        rows, length, stride = self._layout(d["in_shapes"][0], a)
+        k, per_image = a["top_k"], a["axis"] is None
+        src, dst = lo.addr(d["inputs"][0]), lo.addr((n, 0))
+        base = f"i * {i(length)}" if per_image else f"(i // {i(stride)}) * {i(length * stride)} + i % {i(stride)}"
+        width = k * (2 if a["out_max_val"] else 1)      # one image's output values
+        if per_image:
+            writes = [f"    A[{ux(i(dst), f'i * {i(width)}', 't')}] = float32(bj)"]
+        else:
+            writes = [f"    A[{ux(i(dst), f'(i // {i(stride)}) * {i(k * stride)} + t * {i(stride)} + i % {i(stride)}')}] = "
+                      + ("bv" if a["out_max_val"] else "float32(bj)")]
+        if per_image and a["out_max_val"]:
+            writes.append(f"    A[{ux(i(dst), f'i * {i(2 * k)} + {i(k)}', 't')}] = bv")
+        body = "\n".join([
+            f"b0 = {base}", "pv = float32(math.inf)", f"pj = {i(length)}",
+            f"for t in range({i(k)}):",
+            "    bv = float32(-math.inf)", "    bj = -1",
+            f"    for j in range({i(length)}):",
+            f"        v = A[{ux(i(src), 'b0', f'j * {i(stride)}')}]",
+            "        if (v < pv or (v == pv and j < pj)) and (v > bv or (v == bv and j > bj)):",
+            "            bv = v", "            bj = j",
+            *writes, "    pv = bv", "    pj = bj"])
+        return lo.step([n], [lo.elementwise("argmax", body, rows)])
+
+    def onnx(self, b, n, d, ins):
+        """TopK (ties to the smaller index there, to the larger in Caffe: equal values only)."""
+        import numpy as np
+        s, a = d["in_shapes"][0], d["attrs"]
+        k = b.const(f"{n}_k", [a["top_k"]], np.int64)
+        if a["axis"] is None:
+            rows = b.node("Reshape", [ins[0], b.const(f"{n}_rows", [s[0], -1], np.int64)], name=n)[0]
+            values, index = b.node("TopK", [rows, k], 2, name=n, axis=1)
+            parts = [b.node("Cast", [index], name=n, to=1)[0]] + ([values] if a["out_max_val"] else [])
+            both = b.node("Concat", parts, name=n, axis=1)[0] if len(parts) > 1 else parts[0]
+            return b.node("Reshape", [both, b.const(f"{n}_shape", list(d["shapes"][0]), np.int64)], name=n)
+        values, index = b.node("TopK", [ins[0], k], 2, name=n, axis=a["axis"] % len(s))
+        return [values] if a["out_max_val"] else b.node("Cast", [index], name=n, to=1)
