@@ -68,7 +68,7 @@ def infer_shapes(g: nx.DiGraph, opts: Options = Options()) -> None:
                 warning = (d["loc"], e.message + why)
                 if warning not in g.graph["warnings"]:
                     g.graph["warnings"].append(warning)
-        if batch is not None and not ins and outs:
+        if batch is not None and layer.source and outs:
             outs = [(batch, *s[1:]) if len(s) else s for s in outs]
         for s in outs:
             if any(x <= 0 for x in s):
@@ -86,7 +86,7 @@ def count_costs(g: nx.DiGraph, opts: Options = Options()) -> None:
         d = g.nodes[n]
         layer = REGISTRY[d["type"]]
         ins, outs, a = d["in_shapes"], d["shapes"], d["attrs"]
-        d["param_shapes"] = layer.param_shapes(ins, a) if ins else {}
+        d["param_shapes"] = layer.param_shapes(ins, a) if ins or not layer.source else {}
         d["buffer_shapes"] = layer.buffer_shapes(ins, a) if ins else {}
         d["params"] = sum(numel(s) for s in d["param_shapes"].values())
         d["buffers"] = sum(numel(s) for s in d["buffer_shapes"].values())

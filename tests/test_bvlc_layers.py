@@ -1,4 +1,5 @@
-"""BVLC layers real files use beyond the common ones: Tile, Reduction, MVN, Embed, Silence, ArgMax; shapes
+"""BVLC layers real files use beyond the common ones: Tile, Reduction, MVN, Embed, Silence, ArgMax,
+Parameter, SPP; shapes
 and counts from their caffe.proto semantics, the CPU target, the CUDA simulator and ONNX Runtime
 against the torch reference."""
 from __future__ import annotations
@@ -109,3 +110,43 @@ def test_argmax_ties_go_to_the_larger_index():
     ex = loads(text, path="t.prototxt").compile()
     got = ex.run({"data": np.array([[1, 5, 5, 2, 5, 0]], np.float32)})["a"]
     assert got.ravel().tolist() == [4, 2, 1]
+
+
+def test_parameter_feeds_a_learned_blob(tmp_path):
+    """A Parameter [4] scaling a conv's channels through a two-input Scale."""
+    text = inp(2, 3, 4, 4) + "".join([
+        layer("c", "Convolution", "data", "c", "convolution_param { num_output: 4 kernel_size: 1 }"),
+        layer("g", "Parameter", [], "g", "parameter_param { shape { dim: 4 } }"),
+        layer("s", "Scale", ["c", "g"], "s", "scale_param { axis: 1 }"),
+    ])
+    check(text)
+    net = loads(text, path="p.prototxt")
+    net.analyze(batch=2)
+    assert net.graph.nodes["g"]["shapes"] == [(4,)] and net.graph.nodes["g"]["params"] == 4
+    ex = net.compile(batch=2)
+    feeds = {"data": np.random.default_rng(1).standard_normal((2, 3, 4, 4)).astype(np.float32)}
+    want = torch_forward(net, ex.weights, feeds)
+    got, _ = run_cuda_sim(text, feeds, 2, ex.weights, path="p.prototxt")
+    assert rel(got["s"], want["s"]) < 1e-5
+
+
+@pytest.mark.parametrize("pool", ["MAX", "AVE"])
+def test_spp_levels_follow_spp_layer_cpp(pool, tmp_path):
+    import onnxruntime as ort
+    text = inp(2, 3, 7, 5) + "".join([
+        layer("s", "SPP", "data", "s", f"spp_param {{ pyramid_height: 3 pool: {pool} }}"),
+        layer("one", "SPP", "data", "one", f"spp_param {{ pyramid_height: 1 pool: {pool} }}")])
+    net = loads(text, path="s.prototxt")
+    net.analyze(batch=2)
+    assert net.graph.nodes["s"]["shapes"] == [(2, 3 * (1 + 4 + 16))]
+    assert net.graph.nodes["one"]["shapes"] == [(2, 3, 1, 1)]
+    check(text)
+    ex = net.compile(batch=2)
+    feeds = {"data": np.random.default_rng(3).standard_normal((2, 3, 7, 5)).astype(np.float32)}
+    want = torch_forward(net, ex.weights, feeds)
+    got, _ = run_cuda_sim(text, feeds, 2, ex.weights, path="s.prototxt")
+    net.export_onnx(tmp_path / "s.onnx", weights=ex.weights, batch=2)
+    s = ort.InferenceSession(str(tmp_path / "s.onnx"), providers=["CPUExecutionProvider"])
+    onnx_out = dict(zip([o.name for o in s.get_outputs()], s.run(None, feeds)))
+    for blob in ("s", "one"):
+        assert rel(got[blob], want[blob]) < 1e-5 and rel(onnx_out[blob], want[blob]) < 1e-5, blob

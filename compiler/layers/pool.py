@@ -140,7 +140,13 @@ class Pooling(Layer):
         if a["global_pooling"]:
             return b.node("GlobalMaxPool" if a["pool"] == "MAX" else "GlobalAveragePool", ins, name=n)
         if a["pool"] == "MAX":
-            return b.node("MaxPool", ins, name=n, kernel_shape=[KH, KW], strides=[SH, SW], pads=[hb, wb, he, we])
+            if max(hb, he) < KH and max(wb, we) < KW:
+                return b.node("MaxPool", ins, name=n, kernel_shape=[KH, KW], strides=[SH, SW], pads=[hb, wb, he, we])
+            # ONNX wants pads smaller than the kernel (SPP's finest levels are not): pad with the
+            # lowest float first, the value a window wholly in Caffe's padding keeps
+            lowest = b.const(f"{n}_lowest", -3.4028234663852886e38)
+            x = b.node("Pad", [ins[0], b.const(f"{n}_pads", [0, 0, hb, wb, 0, 0, he, we], np.int64), lowest], name=n)[0]
+            return b.node("MaxPool", [x], name=n, kernel_shape=[KH, KW], strides=[SH, SW])
         x = ins[0]
         pre = [min(PH, he), min(PW, we)]
         if PH or PW:
