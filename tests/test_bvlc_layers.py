@@ -1,7 +1,6 @@
 """BVLC layers real files use beyond the common ones: Tile, Reduction, MVN, Embed, Silence, ArgMax,
-Parameter, SPP; shapes
-and counts from their caffe.proto semantics, the CPU target, the CUDA simulator and ONNX Runtime
-against the torch reference."""
+Parameter, SPP; shapes and counts from their caffe.proto semantics, the CPU target, the CUDA
+simulator and ONNX Runtime against the torch reference."""
 from __future__ import annotations
 
 import numpy as np
