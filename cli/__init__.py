@@ -103,16 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="execute the network (numba CPU kernels, or CUDA with --gpu)")
     _model(p)
-    p.add_argument("--weights")
-    p.add_argument("--input", nargs="+", help="X.npy, or image files")
-    p.add_argument("--batch", type=positive, default=None)
-    p.add_argument("--seed", type=natural, default=0)
+    p.add_argument("--weights", help=".npz or .caffemodel weights (default: seeded random weights, said so)")
+    p.add_argument("--input", nargs="+", help="X.npy (the whole input array), or image files (one per batch item)")
+    p.add_argument("--batch", type=positive, default=None, help="batch size (default: the number of images, else 1)")
+    p.add_argument("--seed", type=natural, default=0, help="seed of the random weights and of a random input")
     p.add_argument("-o", "--output", help="write the network's output blob to this .npy file")
     p.add_argument("--blobs", help="comma-separated blob names to save (with --blobs-out)")
     p.add_argument("--blobs-out", dest="blobs_out", metavar="FILE.npz",
                    help="write the --blobs to this .npz file")
-    p.add_argument("--top", type=positive, default=None)
-    p.add_argument("--labels")
+    p.add_argument("--top", type=positive, default=None, help="print the K best classes of each item")
+    p.add_argument("--labels", help="class names, one per line (default for 1000 classes: ImageNet's, built in)")
     g = p.add_argument_group("image preprocessing (default: what the model's input says; run prints what it applies)")
     g.add_argument("--mean", help="per-channel mean (104,117,123) in the model's channel order, or a Caffe "
                    "mean.binaryproto file")
@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resize", help="before the crop: S (shorter side, as torchvision's Resize(256)) or HxW")
     g.add_argument("--crop", choices=("center", "none"), default=None,
                    help="center-crop to the input size (default), or resize straight to it")
-    p.add_argument("--profile", action="store_true")
+    p.add_argument("--profile", action="store_true", help="time each generated step (median of 5 runs)")
     p.add_argument("--gpu", action="store_true",
                    help="run the CUDA target (numba-cuda; NUMBA_ENABLE_CUDASIM=1: the simulator)")
     p.add_argument("--tune", action="store_true",

@@ -82,3 +82,12 @@ def test_convert_says_what_it_leaves_out(tmp_path, capsys):
     plain.write_text('layer { name: "d" type: "Input" top: "x" input_param { shape { dim: 1 dim: 3 } } }\n')
     assert main(["convert", str(plain), "-o", str(tmp_path / "p.net")]) == 0
     assert "leaves out" not in capsys.readouterr().err
+
+
+def test_every_run_option_is_documented():
+    import argparse
+    from netc.cli import build_parser
+    run = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["run"]
+    undocumented = [a.option_strings for a in run._actions
+                    if a.option_strings and a.help in (None, "") and a.dest != "help"]
+    assert not undocumented
