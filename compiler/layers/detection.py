@@ -1,7 +1,7 @@
 """Detection heads (SSD, Faster R-CNN) and the Python escape hatch.
 
-DetectionOutput and Python layers produce data-dependent sizes: DetectionOutput reports its
-upper bound (keep_top_k rows); a Python layer needs the user to declare its output shape.
+DetectionOutput and Python layers produce data-dependent sizes: DetectionOutput has Caffe's
+build-time [1, 1, 1, 7]; a Python layer needs the user to declare its output shape.
 """
 from __future__ import annotations
 
@@ -58,8 +58,10 @@ class PriorBox(Layer):
 
 @register
 class DetectionOutput(Layer):
-    """Output is [1, 1, K, 7] rows of (image, label, score, xmin, ymin, xmax, ymax); K is
-    data-dependent, so netc reports the bound: keep_top_k, or every prior x class if -1."""
+    """Output is [1, 1, K, 7] rows of (image, label, score, xmin, ymin, xmax, ymax). K is known
+    only after non-maximum suppression: Caffe's Reshape sets [1, 1, 1, 7] and so does netc (at
+    most keep_top_k rows come out). Caffe's checks that the priors match the location and
+    confidence predictions hold here too."""
     type = "DetectionOutput"
     cost = "not counted (data-dependent: decoding and non-maximum suppression)"
     messages = ("detection_output_param",)
@@ -79,9 +81,17 @@ class DetectionOutput(Layer):
     def shapes(self, ins, a, loc):
         if a["num_classes"] is None:
             raise NetcError('DetectionOutput needs "num_classes"', loc)
-        priors = ins[2][-1] // 4
-        k = a["keep_top_k"] if a["keep_top_k"] >= 0 else priors * a["num_classes"]
-        return [(1, 1, k, 7)]
+        priors = ins[2][2] // 4 if len(ins[2]) > 2 else ins[2][-1] // 4
+        loc_classes = 1 if a["share_location"] else a["num_classes"]
+        for what, got, want in (("location", ins[0][1], priors * loc_classes * 4),
+                                ("confidence", ins[1][1], priors * a["num_classes"])):
+            if got != want:
+                raise NetcError(f"DetectionOutput: {priors} priors need {want} {what} predictions, the input "
+                                f"has {got} (Caffe's check: the number of priors must match)", loc)
+        return [(1, 1, 1, 7)]
+
+    def brief(self, a):
+        return f"\u2264{a['keep_top_k']} boxes" if a["keep_top_k"] >= 0 else ""
 
 
 @register
