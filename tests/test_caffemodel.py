@@ -30,13 +30,23 @@ BN_NET = inp(2, 3, 6, 6) + "".join([
 ])
 
 
-def caffe_layers(net, w, order=None):
-    """(name, type, blobs in Caffe's order) from netc-shaped weights, as Caffe would hold them."""
+# each layer type's blobs in the order Caffe's SetUp makes them (conv_layer / base_conv: weights,
+# bias; batch_norm_layer: mean, variance, the moving-average factor; scale_layer: scale, then its
+# bias; prelu_layer: slope; SSD's normalize: scale; PSPNet's BN: slope, bias, mean, variance),
+# written here so a wrong order in netc's Layer.caffe_blobs fails these tests
+CAFFE_ORDER = {"Convolution": ("weight", "bias"), "ConvolutionDepthwise": ("weight", "bias"),
+               "Deconvolution": ("weight", "bias"), "InnerProduct": ("weight", "bias"), "Embed": ("weight", "bias"),
+               "Scale": ("weight", "bias"), "Bias": ("bias",), "PReLU": ("weight",), "Normalize": ("weight",),
+               "BatchNorm": ("mean", "var", "moving_average_factor"), "BN": ("weight", "bias", "mean", "var")}
+
+
+def caffe_layers(net, w):
+    """(name, type, blobs in Caffe's order) from netc-keyed weights, as Caffe would hold them."""
     out = []
     for n in net.graph.nodes:
         d = net.graph.nodes[n]
-        from netc.compiler.layers import REGISTRY
-        blobs = [w[f"{n}.{k}"] for k in REGISTRY[d["type"]].caffe_blobs(d["attrs"]) if f"{n}.{k}" in w]
+        blobs = [w[f"{n}.{k}"] for k in CAFFE_ORDER.get(d["type"], ()) if f"{n}.{k}" in w]
+        assert blobs or not any(k.startswith(f"{n}.") for k in w), f"no Caffe order written down for {d['type']}"
         if blobs:
             out.append((n, d["type"], blobs))
     return out

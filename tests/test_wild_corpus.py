@@ -15,20 +15,10 @@ from pathlib import Path
 import pytest
 
 from caffe_reference import CaffeError, reference
+from conftest import WILD
 from netc.compiler.errors import NetcError
 from netc.compiler.network import load
 
-
-def _find_wild() -> Path:
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        for cand in (parent / "shared" / "refs" / "wild", parent / "refs" / "wild"):
-            if cand.is_dir():
-                return cand
-    return here.parents[2] / "shared" / "refs" / "wild"
-
-
-WILD = _find_wild()
 WILD_FILES = sorted(WILD.glob("*.prototxt"))
 
 # Caffe rejects this one: its TEST-phase Accuracy layer reads "label", which nothing produces.
