@@ -40,7 +40,7 @@ def input_shape(text: str) -> tuple[str, tuple[int, ...]]:
 
 
 def _model(p):
-    p.add_argument("model", help="a .prototxt or .net file, or a zoo model name (netc zoo list)")
+    p.add_argument("model", help="a .prototxt, .net or .onnx file, or a zoo model name (netc zoo list)")
     p.add_argument("--phase", choices=("test", "train"), default="test",
                    help="which Caffe phase's layers to keep (default: test)")
     p.add_argument("--input-shape", dest="input_shape", action="append", type=input_shape, default=[],
@@ -273,7 +273,7 @@ def cmd_export(args):
                            batch=args.batch, dynamic_batch=args.dynamic_batch)
     for note in net.graph.graph.get("weight_notes", []):
         print(f"note: {note}", file=sys.stderr)
-    if args.weights is None:
+    if args.weights is None and net.graph.graph.get("weights") is None:
         print(f"note: random weights (seed {args.seed}); --weights FILE exports a trained network", file=sys.stderr)
     print(f"wrote {path}")
     return 0

@@ -13,8 +13,8 @@ def load_model(args):
     """The model named on the command line, its warnings printed with names escaped (a layer
     name is data: it may hold terminal escapes)."""
     from ..compiler.network import load
-    net = load(args.model, phase=getattr(args, "phase", "test"))
     shapes = dict(getattr(args, "input_shape", None) or [])
+    net = load(args.model, phase=getattr(args, "phase", "test"), input_shapes=shapes)
     if shapes:
         batches = {s[0] for s in shapes.values()} - {1}    # N=1 leaves the batch to --batch
         if len(batches) > 1:

@@ -210,7 +210,7 @@ def run_command(args) -> int:
         scores = y.reshape(y.shape[0], -1)
         if labels is None and scores.shape[1] == IMAGENET_CLASSES:
             labels = imagenet_classes()       # a 1000-class output: ImageNet's classes, in their order
-        if args.weights is None:
+        if args.weights is None and net.graph.graph.get("weights") is None:
             print(f"note: random weights (seed {args.seed}): these scores mean nothing; "
                   f"--weights FILE runs a trained network")
         softmax = net.graph.nodes[ex.blob_key[out_name][0]]["type"] == "Softmax"

@@ -82,11 +82,17 @@ def plain(text: str, keep: str = "") -> str:
 
 
 def _read_quietly(path: str) -> str | None:
+    """The model text to quote, or None for a binary file (.onnx: its "line" is a node index)."""
+    if str(path).lower().endswith((".onnx", ".caffemodel")):
+        return None
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read()
+        with open(path, "rb") as f:
+            data = f.read(8 << 20)
     except OSError:
         return None
+    if b"\x00" in data[:4096]:
+        return None
+    return data.decode("utf-8", "replace")
 
 
 def did_you_mean(word: str, choices) -> str:

@@ -71,11 +71,19 @@ def is_native(text: str, path: str) -> bool:
     return head.lstrip().startswith(("network ", "input ", "block "))
 
 
-def load(model: str | Path, *, phase: str = "test") -> "Network":
-    """Read a model file (.prototxt or .net) or a zoo model by name."""
+def load(model: str | Path, *, phase: str = "test", input_shapes: dict | None = None) -> "Network":
+    """Read a model file (.prototxt, .net or .onnx) or a zoo model by name. An ONNX file's
+    weights come with it (`compile` uses them unless given others); `input_shapes` sizes its
+    symbolic input dimensions."""
     if phase not in ("test", "train"):
         raise NetcError(f'phase must be "test" or "train", got "{phase}"')
     path = resolve(str(model))
+    if path.suffix.lower() == ".onnx":
+        from .onnx_import import load_onnx
+        spec, weights = load_onnx(path, input_shapes)
+        net = Network(build_graph(spec))
+        net.graph.graph["weights"] = weights
+        return net
     return loads(read_text(path), path=str(path), phase=phase)
 
 
@@ -169,6 +177,7 @@ class Network:
         from ..runtime import weights as wmod
         from .onnx_export import export
         self.analyze(batch=batch)
+        weights = self.graph.graph.get("weights") if weights is None else weights
         w = wmod.load(self.graph, weights) if weights is not None else wmod.random(self.graph, seed)
         export(self, w, path, opset=opset, dynamic_batch=dynamic_batch, batch=batch, blobs=blobs)
         return path

@@ -32,7 +32,7 @@ class ModelSpec:
     layers: list[LayerSpec]
     path: str
     source: str
-    language: str          # "prototxt" | "net"
+    language: str          # "prototxt" | "net" | "onnx"
     block_types: dict = field(default_factory=dict)  # block instance path -> block name
     dropped: dict = field(default_factory=dict)  # what of a Caffe file the IR keeps not: kind -> layer names
     warnings: list = field(default_factory=list)  # (Loc, message) found while reading the file

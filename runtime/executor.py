@@ -63,6 +63,8 @@ def generate(net, batch: int | None = None, weights=None, seed: int = 0, blobs=(
     _refuse_soft_shapes(g, order)
     memory.require({"weights": 4 * sum(math.prod(s) for s in wmod.expected(g).values())},
                    batch or 1)
+    if weights is None and g.graph.get("weights") is not None:
+        weights = g.graph["weights"]          # an ONNX file's own initializers
     w = wmod.load(g, weights) if weights is not None else wmod.random(g, seed)
     offsets, length = assign_offsets(g)
     buffer_of = {(n, p): b for n in order for p, b in enumerate(g.nodes[n]["buffer_of"])}

@@ -1,0 +1,110 @@
+"""ONNX import (first cut): files netc exports and files built with onnx.helper the way PyTorch
+exports CNNs, imported into the IR and run by netc against ONNX Runtime on the same file."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import netc
+from netc.cli import main
+from netc.compiler.errors import NetcError
+
+from reference import rel
+
+
+def ort_and_netc(path, batch=1):
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    net = netc.load(path)
+    ex = net.compile(batch=batch)
+    name = ex.required_inputs[0]
+    x = np.random.default_rng(0).standard_normal(ex.input_shape(name)).astype(np.float32)
+    want = dict(zip([o.name for o in s.get_outputs()], s.run(None, {name: x})))
+    got = ex.run({name: x})
+    return net, want, got
+
+
+@pytest.mark.parametrize("model", ["lenet", "resnet18", "googlenet", "squeezenet1_1", "mobilenet_v2"])
+def test_netc_exports_import_back_and_run_as_onnx_runtime_does(model, tmp_path):
+    path = tmp_path / f"{model}.onnx"
+    netc.load(model).export_onnx(path)
+    net, want, got = ort_and_netc(path)
+    for name, y in want.items():
+        assert rel(got[name], y) < 1e-4, name
+    assert net.analyze().totals["macc"] == netc.load(model).analyze().totals["macc"]
+
+
+def torch_style_model(path):
+    """Conv+BN+ReLU, a padded MaxPool, a residual Add, a per-channel Mul, LeakyRelu, Clip with
+    tensor bounds, Concat, GlobalAveragePool, Flatten, Gemm, Softmax: PyTorch's shapes of export."""
+    rng = np.random.default_rng(1)
+
+    def init(name, *shape, scale=0.3):
+        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+    inits = [init("w1", 8, 3, 3, 3), init("b1", 8), init("gamma", 8), init("beta", 8), init("mean", 8),
+             numpy_helper.from_array(rng.uniform(0.5, 1.5, 8).astype(np.float32), "var"),
+             init("w2", 8, 8, 3, 3), init("chan", 1, 8, 1, 1), init("fc_w", 5, 16), init("fc_b", 5),
+             numpy_helper.from_array(np.array(0.0, np.float32), "lo"), numpy_helper.from_array(np.array(6.0, np.float32), "hi")]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c1", "gamma", "beta", "mean", "var"], ["bn1"], epsilon=1e-3),
+        helper.make_node("Relu", ["bn1"], ["r1"]),
+        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["p1", "w2"], ["c2"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c2", "p1"], ["res"]),
+        helper.make_node("Mul", ["res", "chan"], ["scaled"]),
+        helper.make_node("LeakyRelu", ["scaled"], ["lr"], alpha=0.1),
+        helper.make_node("Clip", ["res", "lo", "hi"], ["six"]),
+        helper.make_node("Concat", ["lr", "six"], ["cat"], axis=1),
+        helper.make_node("GlobalAveragePool", ["cat"], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], transB=1),
+        helper.make_node("Softmax", ["logits"], ["prob"], axis=1),
+    ]
+    graph = helper.make_graph(nodes, "torchish", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 12, 10])],
+                              [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["batch", 5])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def test_a_pytorch_style_file_runs_as_onnx_runtime_says(tmp_path):
+    path = tmp_path / "t.onnx"
+    torch_style_model(path)
+    for batch in (1, 3):
+        net, want, got = ort_and_netc(path, batch)
+        assert rel(got["prob"], want["prob"]) < 1e-4
+    rows = {r.name: r for r in net.analyze().layers}
+    # conv1 8x3x3x3 + 8, BatchNormalization's gamma and beta 2x8, conv2 8x8x3x3, the per-channel Mul 8, Gemm 5x16 + 5
+    assert net.analyze().totals["params"] == 8 * 27 + 8 + 16 + 8 * 72 + 8 + 85
+    assert rows["conv1"].output_shapes == [[1, 8, 12, 10]]
+
+
+def test_what_it_cannot_import_is_a_clear_error(tmp_path, capsys):
+    graph = helper.make_graph([helper.make_node("Einsum", ["x", "x"], ["y"], equation="ij,ij->ij")], "e",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])])
+    bad = tmp_path / "e.onnx"
+    onnx.save(helper.make_model(graph), str(bad))
+    assert main(["analyze", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert 'ONNX node 0 (Einsum "y"): netc does not import this operator yet' in err
+    assert "Traceback" not in err and "\ufffd" not in err and len(err.splitlines()) == 1
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00\x01not onnx" * 50)
+    assert main(["analyze", str(junk)]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_symbolic_sizes_take_input_shape(tmp_path, capsys):
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "s",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, "h", "w"])])
+    path = tmp_path / "s.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    assert main(["analyze", str(path)]) == 2
+    assert "--input-shape x=NxCxHxW" in capsys.readouterr().err
+    assert main(["analyze", str(path), "--input-shape", "x=1x3x48x192", "--format", "json"]) == 0
+    assert '"output_shapes": [\n    [\n     1,\n     3,\n     48,\n     192' in capsys.readouterr().out
