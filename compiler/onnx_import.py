@@ -248,8 +248,13 @@ class _Importer:
         bias = len(node.input) > 2 and node.input[2] != ""
         if bias and not self.is_const(node.input[2]):
             raise self.fail(node, "the bias C must be a constant")
-        self.add(node, "InnerProduct", node.input[:1], {"num_output": w.shape[0], "bias_term": bias},
-                 {"weight": w, **({"bias": np.broadcast_to(self.const[node.input[2]], (w.shape[0],))} if bias else {})})
+        weights = {"weight": w}
+        if bias:
+            c = self.const[node.input[2]].reshape(-1)
+            if c.size not in (1, w.shape[0]):
+                raise self.fail(node, f"a bias C of {c.size} values for {w.shape[0]} outputs")
+            weights["bias"] = np.broadcast_to(c, (w.shape[0],))
+        self.add(node, "InnerProduct", node.input[:1], {"num_output": w.shape[0], "bias_term": bias}, weights)
 
     def op_MatMul(self, node):
         w = self.const.get(node.input[1])
@@ -294,10 +299,11 @@ class _Importer:
         if self.is_const(y) or self.is_const(x):
             value, other = (self.const[y], x) if self.is_const(y) else (self.const[x], y)
             flat = value.reshape(-1)
-            if eltwise not in ("SUM", "PROD") or not (value.ndim in (1, 3) and value.size == value.shape[0]
-                                                      or value.ndim == 4 and value.shape[0] == 1
-                                                      and value.size == value.shape[1]):
-                raise self.fail(node, "a constant operand is imported per channel only ([C, 1, 1])")
+            # numpy broadcasting: a [C] constant would line up with the last axis, not the channels
+            per_channel = (value.ndim == 3 and value.size == value.shape[0]
+                           or value.ndim == 4 and value.shape[0] == 1 and value.size == value.shape[1])
+            if eltwise not in ("SUM", "PROD") or not per_channel:
+                raise self.fail(node, "a constant operand is imported per channel only ([C, 1, 1] or [1, C, 1, 1])")
             if eltwise == "SUM":
                 self.add(node, "Bias", [other], {}, {"bias": flat})
             else:
