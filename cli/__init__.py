@@ -271,11 +271,12 @@ def cmd_export(args):
     net = _load(args)
     path = net.export_onnx(args.output, weights=args.weights, seed=args.seed, opset=args.opset,
                            batch=args.batch, dynamic_batch=args.dynamic_batch)
-    for note in net.graph.graph.get("weight_notes", []):
-        print(f"note: {note}", file=sys.stderr)
+    from ..compiler.errors import plain
+    for note in net.graph.graph.get("weight_notes", []):   # paths and layer names: data, escaped
+        print(f"note: {plain(note)}", file=sys.stderr)
     if args.weights is None and net.graph.graph.get("weights") is None:
         print(f"note: random weights (seed {args.seed}); --weights FILE exports a trained network", file=sys.stderr)
-    print(f"wrote {path}")
+    print(f"wrote {plain(str(path))}")
     return 0
 
 

@@ -26,7 +26,7 @@ def _read_input(args, net) -> np.ndarray | None:
     paths = args.input or []
     if not paths:
         return None
-    from ..runtime.weights import regular_file
+    from ..runtime.files import regular_file
     for p in paths:
         regular_file(Path(p), "input" if p.endswith(".npy") else "image")
     if len(paths) == 1 and paths[0].endswith(".npy"):
@@ -111,7 +111,7 @@ MAX_LABELS_BYTES = 16 << 20
 
 def read_labels(path: str) -> list[str]:
     """Class names, one per line, read (and checked) before anything is compiled."""
-    from ..runtime.weights import regular_file
+    from ..runtime.files import regular_file
     p = regular_file(Path(path), "labels")
     if p.stat().st_size > MAX_LABELS_BYTES:
         raise NetcError(f"labels file {path} is {p.stat().st_size:,} bytes; netc reads up to {MAX_LABELS_BYTES:,}")
@@ -315,7 +315,8 @@ def convert_weights(args) -> int:
     from ..compiler.layers import lookup, REGISTRY
     from ..compiler.network import load
     from ..runtime import caffemodel
-    from ..runtime.weights import load as load_weights, regular_file
+    from ..runtime.files import regular_file
+    from ..runtime.weights import load as load_weights
     if not args.source or not args.output:
         raise NetcError("netc weights convert SRC -o DST (.caffemodel to .npz, or .npz to .caffemodel with --model)")
     src, dst = Path(args.source), Path(args.output)

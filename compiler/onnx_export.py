@@ -13,6 +13,7 @@ import numpy as np
 
 from .errors import NetcError
 from .layers import REGISTRY
+from .passes import refuse_soft_shapes
 
 DEFAULT_OPSET = 17
 OPSETS = range(13, 22)   # Softmax's single-axis meaning and Clip's tensor bounds start at 13 / 11
@@ -71,7 +72,7 @@ def export(net, weights: dict, path, *, opset: int = DEFAULT_OPSET, dynamic_batc
         raise NetcError(f"--opset {opset}: netc writes opsets {OPSETS.start} to {OPSETS.stop - 1}")
     net.analyze(batch=batch)
     g = net.graph
-    _refuse_soft_shapes(g)
+    refuse_soft_shapes(g, "export")
     b = OnnxBuilder(weights, opset, dynamic_batch)
     value: dict[tuple, str] = {}
     inputs, read = [], set()
@@ -135,17 +136,3 @@ def export(net, weights: dict, path, *, opset: int = DEFAULT_OPSET, dynamic_batc
         except OSError as e:
             raise NetcError(f"cannot write {path}: {e.strerror}") from None
     return model
-
-
-def _refuse_soft_shapes(g) -> None:
-    """Shapes Caffe would reject that the analysis shows anyway (Netscope's leniency), and
-    windows larger than their input: ONNX would compute other shapes, so they are errors."""
-    from .errors import SoftShapeError
-    for n in g.nodes:
-        d = g.nodes[n]
-        layer = REGISTRY[d["type"]]
-        if d["forward"] and layer.outputs is not None and not d["declared"] and d["inputs"]:
-            try:
-                layer.shapes(d["in_shapes"], d["attrs"], d["loc"])
-            except SoftShapeError as e:
-                raise NetcError(e.message + " (netc cannot export it)", e.loc) from None

@@ -51,7 +51,7 @@ def infer_shapes(g: nx.DiGraph, opts: Options = Options()) -> None:
             outs = [tuple(s) for s in d["declared"]]
             if len(outs) != len(d["tops"]):
                 raise NetcError(f'layer "{n}" declares {len(outs)} output shape(s) for {len(d["tops"])} top(s)', d["loc"])
-        elif not ins and any(t in overrides for t in d["tops"]):
+        elif layer.source and any(t in overrides for t in d["tops"]):
             outs = layer.given_shapes([overrides.pop(t, None) for t in d["tops"]], d["attrs"], d["loc"])
         elif layer.outputs is None:
             outs = layer.multi_shapes(ins, d["attrs"], d["loc"], len(d["tops"]))
@@ -78,6 +78,20 @@ def infer_shapes(g: nx.DiGraph, opts: Options = Options()) -> None:
         d["shapes"] = [tuple(s) for s in outs]
     if overrides:   # Network.set_input_shapes checked the names: only a phase's absent input is left
         raise NetcError(f'"{next(iter(overrides))}" is not an input of this network')
+
+
+def refuse_soft_shapes(g: nx.DiGraph, doing: str) -> None:
+    """Shapes the analysis shows that Caffe would reject (Netscope's leniency), or that Caffe
+    builds but no kernel can compute (a window larger than its input): fine to look at, errors
+    for `doing` ("execute", "export") it, whose result would read out of bounds or differ."""
+    for n in forward_nodes(g):
+        d = g.nodes[n]
+        layer = REGISTRY[d["type"]]
+        if layer.outputs is not None and not d["declared"] and d["inputs"]:
+            try:
+                layer.shapes(d["in_shapes"], d["attrs"], d["loc"])
+            except SoftShapeError as e:
+                raise NetcError(f"{e.message} (netc cannot {doing} it)", e.loc) from None
 
 
 def count_costs(g: nx.DiGraph, opts: Options = Options()) -> None:

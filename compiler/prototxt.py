@@ -290,8 +290,7 @@ def _respell(layer, f: Field, warnings: list) -> Field:
     return Field(key, Enum(value), f.loc)
 
 
-def _layer(block: Field, path: str, directives, dropped: dict | None = None,
-           warnings: list | None = None) -> LayerSpec:
+def _layer(block: Field, path: str, directives, dropped: dict, warnings: list) -> LayerSpec:
     name = type_name = None
     type_loc = block.loc
     bottoms, tops, bottom_locs, raw = [], [], [], []
@@ -333,12 +332,12 @@ def _layer(block: Field, path: str, directives, dropped: dict | None = None,
         else:
             raise NetcError(f'unknown layer field "{f.key}"'
                             + did_you_mean(f.key, LAYER_FIELDS | set(layer.messages)), f.loc)
-    if dropped is not None:
-        for kind in sorted(left_out):
-            dropped.setdefault(kind, []).append(name)
+    for kind in sorted(left_out):
+        dropped.setdefault(kind, []).append(name)
     end = getattr(block, "end_line", block.loc.line)
-    declared = [shape for line, shape in directives.items() if block.loc.line <= line <= end]
-    for line, extra in getattr(directives, "preprocess", {}).items():
+    shapes, preprocess = directives
+    declared = [shape for line, shape in shapes.items() if block.loc.line <= line <= end]
+    for line, extra in preprocess.items():
         if block.loc.line <= line <= end:
             params.extend(extra)
     return LayerSpec(name, layer.type, bottoms, tops, params, block.loc, type_loc, bottom_locs,
@@ -347,13 +346,6 @@ def _layer(block: Field, path: str, directives, dropped: dict | None = None,
 
 PREPROCESS = re.compile(r"#\s*netc:\s*preprocess\s+(.+?)\s*$")
 _SETTING = re.compile(r"([a-z_]+)=(\[[^\]]*\]|[A-Za-z0-9_.+-]+)")
-
-
-class _Directives(dict):
-    """Line -> declared output shapes; `.preprocess`: line -> Fields of netc's preprocessing
-    (`# netc: preprocess std_value=[0.229,0.224,0.225] color_order=RGB pixel_scale=0.0039`, the
-    fields Caffe's transform_param lacks, as netc convert writes them)."""
-    preprocess: dict
 
 
 def _preprocess_fields(text: str, loc: Loc) -> list[Field]:
@@ -372,14 +364,15 @@ def _preprocess_fields(text: str, loc: Loc) -> list[Field]:
     return fields
 
 
-def _directives(text: str, path: str) -> dict[int, list[tuple]]:
-    """`# netc: output_shape 1x300x5, 1x4` comments: shapes for layers netc cannot infer."""
-    found = _Directives()
-    found.preprocess = {}
+def _directives(text: str, path: str) -> tuple[dict[int, list[tuple]], dict[int, list[Field]]]:
+    """netc's comments, by line: `# netc: output_shape 1x300x5, 1x4` (shapes for layers netc
+    cannot infer) and `# netc: preprocess std_value=[0.229,0.224,0.225] color_order=RGB ...` (the
+    preprocessing fields Caffe's transform_param lacks, as netc convert writes them)."""
+    found, preprocess = {}, {}
     for i, line in enumerate(text.splitlines(), 1):
         pre = PREPROCESS.search(line)
         if pre:
-            found.preprocess[i] = _preprocess_fields(pre.group(1), Loc(path, i, pre.start(1) + 1))
+            preprocess[i] = _preprocess_fields(pre.group(1), Loc(path, i, pre.start(1) + 1))
             continue
         m = DIRECTIVE.search(line)
         if not m:
@@ -392,4 +385,4 @@ def _directives(text: str, path: str) -> dict[int, list[tuple]]:
         if any(d <= 0 for s in shapes for d in s):
             raise NetcError("output_shape sizes must be positive", Loc(path, i, m.start(1) + 1), source=text)
         found[i] = shapes
-    return found
+    return found, preprocess

@@ -89,7 +89,7 @@ MAX_TILES_BYTES = 16 << 20
 def tiles_from_file(path: Path) -> tuple[str, dict, bool]:
     """(GPU name, problem key -> tile or GEMV, whether another kernel generator timed them) from
     a tuning cache copied from a GPU machine: `netc build --target cuda --tiles FILE`."""
-    from .weights import regular_file
+    from .files import regular_file
     p = regular_file(Path(path), "tuning file")
     if p.stat().st_size > MAX_TILES_BYTES:
         raise NetcError(f"tuning file {path} is {p.stat().st_size:,} bytes; a tuning cache is far smaller "

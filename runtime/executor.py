@@ -16,10 +16,10 @@ import numpy as np
 
 from ..compiler.codegen import modules
 from ..compiler.codegen.cpu import lower
-from ..compiler.errors import NetcError, SoftShapeError
+from ..compiler.errors import NetcError
 from ..compiler.layers import REGISTRY
 from ..compiler.layers.base import fmt_shape
-from ..compiler.passes import forward_nodes
+from ..compiler.passes import forward_nodes, refuse_soft_shapes
 from . import memory, progress
 from . import weights as wmod
 from .threads import configure_numba, loops_parallel
@@ -40,19 +40,6 @@ def load_module(source: str, target: str = "cpu"):
     return modules.import_source(source, target)
 
 
-def _refuse_soft_shapes(g, order) -> None:
-    """The analyzer shows shapes Caffe would reject (as Netscope does); running them would read
-    out of bounds, so here they are errors."""
-    for n in order:
-        d = g.nodes[n]
-        layer = REGISTRY[d["type"]]
-        if layer.outputs is not None and not d["declared"] and d["inputs"]:
-            try:
-                layer.shapes(d["in_shapes"], d["attrs"], d["loc"])
-            except SoftShapeError as e:
-                raise NetcError(e.message + " (netc cannot execute it)", e.loc) from None
-
-
 def generate(net, batch: int | None = None, weights=None, seed: int = 0, blobs=(), target_lower=None):
     """(Program, context) for a network: analysis at `batch` (default 1, as `netc analyze`),
     weights loaded or made, arena offsets assigned, kernels generated (not yet compiled) by
@@ -60,7 +47,7 @@ def generate(net, batch: int | None = None, weights=None, seed: int = 0, blobs=(
     analysis = net.analyze(batch=batch or 1)
     g = net.graph
     order = forward_nodes(g)
-    _refuse_soft_shapes(g, order)
+    refuse_soft_shapes(g, "execute")
     memory.require({"weights": 4 * sum(math.prod(s) for s in wmod.expected(g).values())},
                    batch or 1)
     if weights is None and g.graph.get("weights") is not None:

@@ -94,10 +94,10 @@ class Preprocess:
 
     def describe(self, shape) -> str:
         _, c, h, w = shape
-        size = ("cover {w}x{h} keeping the aspect" if self.resize is None and self.mean_image is None else
+        size = (f"cover {w}x{h} keeping the aspect" if self.resize is None and self.mean_image is None else
                 f"{self.mean_image.shape[2]}x{self.mean_image.shape[1]} (the mean image's size)" if self.resize is None
                 else f"shorter side {self.resize}" if isinstance(self.resize, int) else f"{self.resize[1]}x{self.resize[0]}")
-        parts = [f"resize to {size.format(w=w, h=h)}", f"center crop {w}x{h}" if self.crop else "no crop",
+        parts = [f"resize to {size}", f"center crop {w}x{h}" if self.crop else "no crop",
                  "gray" if c == 1 else self.color_order]
         if self.pixel_scale != 1:
             parts.append(f"x {self.pixel_scale:.6g}")
