@@ -364,12 +364,11 @@ def own_kernels(model) -> dict:
     from netc.compiler.codegen.cuda import lower
     from netc.compiler.network import load
     from netc.runtime import weights as wmod
-    from netc.runtime.executor import _refuse_soft_shapes
-    from netc.compiler.passes import forward_nodes
+    from netc.compiler.passes import refuse_soft_shapes
     net = load(model)
     net.analyze(batch=1)
     g = net.graph
-    _refuse_soft_shapes(g, forward_nodes(g))
+    refuse_soft_shapes(g, "execute")
     w = {k: np.zeros(s, np.float32) for k, s in wmod.expected(g).items()}
     buffer_of = {(n, p): b for n in g.nodes for p, b in enumerate(g.nodes[n]["buffer_of"])}
     prog = lower(g, w, buffer_of)
