@@ -2,45 +2,43 @@
 (and Constant nodes) the layer's weights, so `analyze`, `draw`, `report`, `run` and `export` work
 on it as on a Caffe file.
 
-This first cut takes the operators of the CNNs netc's own export writes and of plain
-PyTorch/Keras exports: Conv, ConvTranspose, BatchNormalization, the pointwise activations,
-MaxPool/AveragePool/GlobalAveragePool/GlobalMaxPool, Gemm, MatMul with a constant matrix,
-Flatten, Reshape with a constant shape, Transpose, Concat, Split, Softmax, Add/Sum/Mul/Max
-(same shapes, a per-channel constant, or a squeeze-and-excitation gate [N, C, 1, 1]), Dropout,
-Identity, LRN and nearest Resize. What it cannot express exactly is a located error naming the
-node (file:node-index) and why; nothing in the file is executed.
+The walk first sizes every value (ONNX's own shape inference, the inputs' sizes fixed), then
+folds what only constants feed (onnx_fold: the exporters' shape arithmetic), then turns each
+remaining node into netc layers. What it cannot express exactly is an error naming the node
+(file:node-index), its op and why; the file's contents are only ever data.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
-from .errors import Loc, NetcError
-from .layers.base import Enum, Field
+from . import onnx_fold
+from .errors import Loc, NetcError, did_you_mean
+from .layers.base import Enum, Field, lookup
 from .spec import LayerSpec, ModelSpec
 
 MAX_ONNX_BYTES = 2 * 1024 ** 3     # protobuf's own limit for one message
 
 
+def _text(v) -> str:
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+
+
 class _Importer:
-    def __init__(self, model, path: str):
-        from onnx import numpy_helper
-        self.path, self.g = path, model.graph
-        self.const = {t.name: numpy_helper.to_array(t) for t in self.g.initializer}
+    def __init__(self, model, path: Path):
+        self.model, self.path, self.g = model, str(path), model.graph
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+        self.const: dict[str, np.ndarray] = {}
+        self.mask: dict[str, np.ndarray] = {}           # folded ints -> which elements are the batch
         self.layers: list[LayerSpec] = []
+        self.names: set[str] = set()
         self.weights: dict[str, np.ndarray] = {}
+        self.known: dict[str, tuple] = {}               # value -> shape, by netc's rules as layers are added
         self.k = 0
-        self.known = {}                      # value -> static shape, from onnx's shape inference
-        try:
-            from onnx import shape_inference
-            inferred = shape_inference.infer_shapes(model).graph
-            for v in [*inferred.value_info, *inferred.input, *inferred.output]:
-                dims = v.type.tensor_type.shape.dim
-                if dims and all(d.HasField("dim_value") for d in dims):
-                    self.known[v.name] = tuple(d.dim_value for d in dims)
-        except Exception:  # noqa: BLE001 - shapes are a help for pooling pads, not a requirement
-            pass
+        for t in self.g.initializer:
+            self.const[t.name] = _tensor(t, path)
 
     def loc(self) -> Loc:
         return Loc(self.path, self.k + 1, 1)
@@ -48,16 +46,34 @@ class _Importer:
     def fail(self, node, why: str) -> NetcError:
         return NetcError(f'ONNX node {self.k} ({node.op_type} "{node.name or node.output[0]}"): {why}', self.loc())
 
-    def add(self, node, type_: str, bottoms, fields: dict, weights: dict | None = None, tops=None) -> str:
-        name = node.name or node.output[0]
-        name = name if all(ls.name != name for ls in self.layers) else f"{name}_{self.k}"
+    def add(self, node, type_: str, bottoms, fields: dict, weights: dict | None = None, tops=None,
+            suffix: str = "") -> str:
+        name = (node.name or node.output[0]) + suffix
+        if name in self.names:
+            name = f"{name}_{self.k}"
+        self.names.add(name)
         loc = self.loc()
-        spec = LayerSpec(name, type_, list(bottoms), list(tops or node.output[:1]),
+        spec = LayerSpec(name, type_, list(bottoms), list(node.output[:1] if tops is None else tops),
                          [Field(k, v, loc) for k, v in fields.items()], loc, loc)
         self.layers.append(spec)
         for blob, value in (weights or {}).items():
             self.weights[f"{name}.{blob}"] = np.asarray(value, np.float32)
+        self.size_outputs(spec)
         return name
+
+    def size_outputs(self, spec: LayerSpec) -> None:
+        """The new layer's output shapes by its own rule, which later nodes' translations read
+        (ONNX's shape inference leaves sizes open that the folded constants fix)."""
+        layer = lookup(spec.type, spec.loc)
+        attrs = layer.validate(spec.fields, spec.loc)
+        ins = [self.known[b] for b in spec.bottoms]
+        if layer.outputs == 0:
+            return
+        if layer.outputs is None:
+            outs = layer.multi_shapes(ins, attrs, spec.loc, len(spec.tops))
+        else:
+            outs = layer.shapes(ins, attrs, spec.loc)[:len(spec.tops)]
+        self.known.update(zip(spec.tops, (tuple(o) for o in outs)))
 
     def attrs(self, node) -> dict:
         from onnx import helper
@@ -66,64 +82,198 @@ class _Importer:
     def is_const(self, name: str) -> bool:
         return name in self.const
 
+    def shape(self, node, value: str) -> tuple:
+        if value not in self.known:
+            raise self.fail(node, f'the size of "{value}" is not static (ONNX shape inference left it open)')
+        return self.known[value]
+
+    def constant(self, node, k: int, what: str):
+        """Input k as a constant (None when it is omitted)."""
+        if len(node.input) <= k or not node.input[k]:
+            return None
+        if node.input[k] not in self.const:
+            raise self.fail(node, f"its {what} must be a constant")
+        return self.const[node.input[k]]
+
+    def ints(self, node, attr: str, k: int, moved: int, what: str):
+        """An int list given as attribute `attr` before opset `moved` and as input k from it."""
+        if self.opset < moved:
+            v = self.attrs(node).get(attr)
+            return None if v is None else [int(x) for x in v]
+        v = self.constant(node, k, what)
+        return None if v is None else [int(x) for x in np.asarray(v).reshape(-1)]
+
     # ---- the walk ---------------------------------------------------------------------------
     def run(self, input_shapes: dict) -> ModelSpec:
-        inits = set(self.const)
+        nodes = self.checked_nodes()
+        self.add_inputs(input_shapes)
+        for self.k, node in nodes:
+            if node.op_type == "Constant":
+                self.const[node.output[0]] = self.constant_node(node)
+            elif not self.try_fold(node):
+                handler = getattr(self, f"op_{node.op_type}", None)
+                if handler is None:
+                    raise self.fail(node, f"netc folds {node.op_type} only when all its inputs are constants")
+                handler(node)
+        for value in self.g.output:
+            if value.name in self.const and not any(value.name in ls.tops for ls in self.layers):
+                raise NetcError(f'ONNX output "{value.name}" is a constant: it needs no network', Loc(self.path, 1, 1))
+        return ModelSpec(self.g.name or Path(self.path).stem, self.layers, self.path, "", "onnx")
+
+    def checked_nodes(self) -> list:
+        """The nodes in a dependency order: every unsupported op at once, a read of a value
+        nothing defines, or a cycle, is an error."""
+        unknown: dict[tuple, list[int]] = {}
+        supported = {n[3:] for n in dir(self) if n.startswith("op_")} | set(onnx_fold.FOLD) | {"Constant"}
+        for k, node in enumerate(self.g.node):
+            if node.domain not in ("", "ai.onnx") or node.op_type not in supported:
+                unknown.setdefault((node.domain, node.op_type), []).append(k)
+        if unknown:
+            parts = []
+            for (domain, op), ks in unknown.items():
+                first = self.g.node[ks[0]]
+                hint = did_you_mean(op, supported) if domain in ("", "ai.onnx") else f" (domain {domain})"
+                parts.append(f'{op}{hint}: {len(ks)} node{"s" * (len(ks) > 1)}, first node {ks[0]} '
+                             f'"{first.name or first.output[0]}"')
+            raise NetcError(f"netc does not import {len(unknown)} operator{'s' * (len(unknown) > 1)} of this "
+                            f"file (opset {self.opset}): " + "; ".join(parts), Loc(self.path, unknown[next(iter(unknown))][0] + 1, 1))
+        defined = {v.name for v in self.g.input} | set(self.const)
+        producer = {}
+        for k, node in enumerate(self.g.node):
+            for out in node.output:
+                if out:
+                    producer[out] = k
+        for k, node in enumerate(self.g.node):
+            for v in node.input:
+                if v and v not in defined and v not in producer:
+                    self.k = k
+                    raise self.fail(node, f'it reads "{v}", which no node, graph input or initializer defines')
+        # Kahn's order (ONNX files are sorted already; a sorted file comes back as it is)
+        waiting = {k: {producer[v] for v in node.input if v in producer and v not in defined}
+                   for k, node in enumerate(self.g.node)}
+        readers: dict[int, list[int]] = {}
+        for k, deps in waiting.items():
+            for d in deps:
+                readers.setdefault(d, []).append(k)
+        ready = sorted(k for k, deps in waiting.items() if not deps)
+        order = []
+        while ready:
+            k = ready.pop(0)
+            order.append(k)
+            for r in readers.get(k, ()):
+                waiting[r].discard(k)
+                if not waiting[r]:
+                    ready.append(r)
+        if len(order) < len(self.g.node):
+            stuck = sorted(set(range(len(self.g.node))) - set(order))
+            names = ", ".join(f'{k} ({self.g.node[k].op_type})' for k in stuck[:6])
+            raise NetcError(f"the ONNX graph has a cycle through nodes {names}" + (" ..." if len(stuck) > 6 else ""),
+                            Loc(self.path, stuck[0] + 1, 1))
+        return [(k, self.g.node[k]) for k in order]
+
+    def add_inputs(self, input_shapes: dict) -> None:
+        loc = Loc(self.path, 1, 1)
+        names = [v.name for v in self.g.input if v.name not in self.const]
+        for name in input_shapes:
+            if name not in names:
+                raise NetcError(f'"{name}" is not an input of this ONNX model (inputs: {", ".join(names)})'
+                                + did_you_mean(name, names), loc)
         for value in self.g.input:
-            if value.name in inits:
+            if value.name in self.const:
                 continue
-            dims = []
-            for k, d in enumerate(value.type.tensor_type.shape.dim):
+            tt = value.type.tensor_type
+            if tt.elem_type not in (1, 10, 11):
+                raise NetcError(f'ONNX input "{value.name}" holds {onnx_fold.DTYPES.get(tt.elem_type, "type " + str(tt.elem_type))}'
+                                f" values; netc imports float inputs", loc)
+            given, axes = input_shapes.get(value.name), list(tt.shape.dim)
+            if given is not None and len(given) != len(axes):
+                raise NetcError(f'--input-shape gives {len(given)} sizes for ONNX input "{value.name}", '
+                                f"which has {len(axes)} axes", loc)
+            dims = list(given) if given is not None else []
+            for k, d in enumerate(axes if given is None else ()):
                 if d.HasField("dim_value") and d.dim_value > 0:
                     dims.append(d.dim_value)
                 elif k == 0:
                     dims.append(1)                      # a symbolic batch: --batch sets it
-                elif value.name in input_shapes:
-                    dims.append(input_shapes[value.name][k])
                 else:
+                    spelled = "x".join("N" if j == 0 else str(e.dim_value) if e.dim_value > 0 else "?"
+                                       for j, e in enumerate(axes))
                     raise NetcError(f'ONNX input "{value.name}" has an unknown size on axis {k} '
                                     f'({d.dim_param or "unnamed"}): give it with --input-shape '
-                                    f'{value.name}=NxCxHxW', Loc(self.path, 1, 1))
-            shape = list(input_shapes.get(value.name, dims))
-            self.layers.append(LayerSpec(value.name, "Input", [], [value.name],
-                                         [Field("shape", shape, Loc(self.path, 1, 1))], Loc(self.path, 1, 1)))
-        for self.k, node in enumerate(self.g.node):
-            handler = getattr(self, f"op_{node.op_type}", None)
-            if handler is None or node.domain not in ("", "ai.onnx"):
-                raise self.fail(node, "netc does not import this operator yet")
-            handler(node)
-        return ModelSpec(self.g.name or Path(self.path).stem, self.layers, self.path, "", "onnx")
+                                    f'{value.name}={spelled}', loc)
+            self.known[value.name] = tuple(dims)
+            self.layers.append(LayerSpec(value.name, "Input", [], [value.name], [Field("shape", dims, loc)], loc))
 
-    # ---- operators -------------------------------------------------------------------------
-    def op_Constant(self, node):
-        from onnx import numpy_helper
+    def constant_node(self, node) -> np.ndarray:
         a = {x.name: x for x in node.attribute}
-        if "value" not in a:
-            raise self.fail(node, "only tensor-valued Constant nodes are read")
-        self.const[node.output[0]] = numpy_helper.to_array(a["value"].t)
+        if "value" in a:
+            return _tensor(a["value"].t, Path(self.path))
+        for key, dtype in (("value_float", np.float32), ("value_floats", np.float32),
+                           ("value_int", np.int64), ("value_ints", np.int64)):
+            if key in a:
+                return np.asarray(self.attrs(node)[key], dtype)
+        raise self.fail(node, "netc reads tensor and number Constant nodes, not sparse or string ones")
 
+    def try_fold(self, node) -> bool:
+        """Fold a node whose inputs are all constants (Shape: whose input has a static size)."""
+        ins = list(node.input)
+        if node.op_type == "Shape" and ins[0] not in self.const:
+            shape = np.array(self.shape(node, ins[0]), np.int64)
+            mask = np.arange(len(shape)) == 0
+            a = self.attrs(node)
+            lo, hi = a.get("start", 0), a.get("end", len(shape))
+            self.const[node.output[0]], self.mask[node.output[0]] = shape[lo:hi], mask[lo:hi]
+            return True
+        if node.op_type not in onnx_fold.FOLD or not all(v in self.const for v in ins if v):
+            return False
+        values = [self.const[v] if v else None for v in ins]
+        masks = [self.mask.get(v) for v in ins]
+        try:
+            value, mask = onnx_fold.fold(node.op_type, self.attrs(node), values, masks, self.opset)
+        except onnx_fold.Unfoldable as e:
+            raise self.fail(node, str(e)) from None
+        self.const[node.output[0]] = value
+        if mask is not None:
+            self.mask[node.output[0]] = mask
+        return True
+
+    # ---- operators: convolution and normalization ------------------------------------------
     def _conv(self, node, transposed: bool):
         a = self.attrs(node)
         w = self.const.get(node.input[1])
         if w is None or w.ndim != 4:
-            raise self.fail(node, "the weights must be a 4-D initializer (2-D convolution)")
+            raise self.fail(node, "the weights must be a 4-D constant (2-D convolution)")
+        kh, kw = w.shape[2:]
+        (sh, sw), (dh, dw) = a.get("strides", [1, 1]), a.get("dilations", [1, 1])
         pads = list(a.get("pads", [0, 0, 0, 0]))
+        auto = _text(a.get("auto_pad", "NOTSET"))
+        if auto in ("SAME_UPPER", "SAME_LOWER") and not transposed:
+            pads = self._same_pads(node, (kh, kw), (sh, sw), (dh, dw), auto)
+        elif auto not in ("NOTSET", "VALID"):
+            raise self.fail(node, f"auto_pad {auto} is not imported for ConvTranspose; export with explicit pads")
         if pads[:2] != pads[2:]:
-            raise self.fail(node, f"asymmetric pads {pads}: Caffe's convolution pads both sides alike")
-        if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-            raise self.fail(node, "auto_pad is not imported yet; export with explicit pads")
+            raise self.fail(node, f"asymmetric pads {pads} (top, left, bottom, right): Caffe's convolution "
+                                  "pads both sides alike")
         if transposed and any(a.get("output_padding", [0, 0])):
             raise self.fail(node, "output_padding has no Caffe Deconvolution equivalent")
         group = a.get("group", 1)
-        kh, kw = w.shape[2:]
-        (sh, sw), (dh, dw) = a.get("strides", [1, 1]), a.get("dilations", [1, 1])
         bias = len(node.input) > 2 and node.input[2] != ""
+        b = self.constant(node, 2, "bias") if bias else None
         out = w.shape[1] * group if transposed else w.shape[0]
         fields = {"num_output": out, "kernel_h": kh, "kernel_w": kw, "stride_h": sh, "stride_w": sw,
                   "pad_h": pads[0], "pad_w": pads[1], "dilation": [dh] if dh == dw else [dh, dw], "group": group,
                   "bias_term": bias}
-        weights = {"weight": w, **({"bias": self.const[node.input[2]]} if bias else {})}
+        weights = {"weight": w, **({"bias": b} if bias else {})}
         self.add(node, "Deconvolution" if transposed else "Convolution", node.input[:1], fields, weights)
+
+    def _same_pads(self, node, kernel, stride, dilation, auto) -> list[int]:
+        hw = self.shape(node, node.input[0])[2:]
+        pads = []
+        for size, k, s, d in zip(hw, kernel, stride, dilation):
+            out = -(-size // s)
+            pads.append(max(0, (out - 1) * s + (k - 1) * d + 1 - size))
+        lo = [p // 2 if auto == "SAME_UPPER" else p - p // 2 for p in pads]
+        return lo + [p - q for p, q in zip(pads, lo)]
 
     def op_Conv(self, node):
         self._conv(node, False)
@@ -133,13 +283,21 @@ class _Importer:
 
     def op_BatchNormalization(self, node):
         a = self.attrs(node)
+        if not a.get("spatial", 1):
+            raise self.fail(node, "spatial=0 (per-element statistics) has no Caffe equivalent")
         x, scale, bias, mean, var = node.input[:5]
         if not all(self.is_const(v) for v in (scale, bias, mean, var)):
-            raise self.fail(node, "scale, bias, mean and variance must be initializers")
+            raise self.fail(node, "scale, bias, mean and variance must be constants")
         self.add(node, "BatchNorm", [x], {"eps": float(a.get("epsilon", 1e-5)), "affine": True},
                  {"weight": self.const[scale], "bias": self.const[bias], "mean": self.const[mean],
                   "var": self.const[var]})
 
+    def op_LRN(self, node):
+        a = self.attrs(node)
+        self.add(node, "LRN", node.input[:1], {"local_size": int(a["size"]), "alpha": float(a.get("alpha", 1e-4)),
+                                               "beta": float(a.get("beta", 0.75)), "k": float(a.get("bias", 1.0))})
+
+    # ---- pointwise --------------------------------------------------------------------------
     def _pointwise(self, node, type_, **fields):
         self.add(node, type_, node.input[:1], fields)
 
@@ -152,11 +310,23 @@ class _Importer:
     def op_Sigmoid(self, node):
         self._pointwise(node, "Sigmoid")
 
+    def op_HardSigmoid(self, node):
+        a = self.attrs(node)
+        self._pointwise(node, "HardSigmoid", alpha=float(a.get("alpha", 0.2)), beta=float(a.get("beta", 0.5)))
+
+    def op_HardSwish(self, node):
+        self._pointwise(node, "HardSwish")
+
     def op_Tanh(self, node):
         self._pointwise(node, "TanH")
 
     def op_Elu(self, node):
         self._pointwise(node, "ELU", alpha=float(self.attrs(node).get("alpha", 1.0)))
+
+    def op_Selu(self, node):
+        a = self.attrs(node)
+        self._pointwise(node, "SELU", alpha=float(a.get("alpha", 1.67326319217681884765625)),
+                        gamma=float(a.get("gamma", 1.05070102214813232421875)))
 
     def op_Softplus(self, node):
         self._pointwise(node, "BNLL")
@@ -164,23 +334,43 @@ class _Importer:
     def op_Abs(self, node):
         self._pointwise(node, "AbsVal")
 
+    def op_Exp(self, node):
+        self._pointwise(node, "Exp")
+
+    def op_Log(self, node):
+        self._pointwise(node, "Log")
+
+    def op_Sqrt(self, node):
+        self._pointwise(node, "Power", power=0.5)
+
+    def op_Reciprocal(self, node):
+        self._pointwise(node, "Power", power=-1.0)
+
+    def op_Neg(self, node):
+        self._pointwise(node, "Power", scale=-1.0)
+
+    def op_Pow(self, node):
+        p = self.constant(node, 1, "exponent")
+        if p.size != 1:
+            raise self.fail(node, "netc imports Pow with one constant exponent")
+        self._pointwise(node, "Power", power=float(p.reshape(-1)[0]))
+
     def op_Clip(self, node):
         a = self.attrs(node)
         lo, hi = a.get("min", -3.4e38), a.get("max", 3.4e38)
-        for k, name in ((1, "min"), (2, "max")):
-            if len(node.input) > k and node.input[k]:
-                if not self.is_const(node.input[k]):
-                    raise self.fail(node, f"its {name} must be a constant")
-                value = float(self.const[node.input[k]])
-                lo, hi = (value, hi) if k == 1 else (lo, value)
+        for k, what in ((1, "min"), (2, "max")):
+            v = self.constant(node, k, what)
+            if v is not None:
+                lo, hi = (float(v.reshape(-1)[0]), hi) if k == 1 else (lo, float(v.reshape(-1)[0]))
         self._pointwise(node, "Clip", min=float(lo), max=float(hi))
 
     def op_PRelu(self, node):
-        slope = self.const.get(node.input[1])
-        if slope is None:
-            raise self.fail(node, "the slope must be an initializer")
-        self.add(node, "PReLU", node.input[:1], {"channel_shared": slope.size == 1},
-                 {"weight": slope.reshape(-1)})
+        slope = self.constant(node, 1, "slope")
+        x = self.known.get(node.input[0])
+        if slope.size != 1 and (x is None or len(x) < 2 or slope.size != x[1]
+                                or slope.ndim >= 1 and slope.shape[0] != x[1] and slope.ndim == len(x) - 1):
+            raise self.fail(node, f"a slope of shape {list(slope.shape)}: netc imports one slope or one per channel")
+        self.add(node, "PReLU", node.input[:1], {"channel_shared": slope.size == 1}, {"weight": slope.reshape(-1)})
 
     def op_Dropout(self, node):
         """An identity layer (runs in place), so the value keeps its name (often a graph output)."""
@@ -188,43 +378,53 @@ class _Importer:
 
     op_Identity = op_Dropout
 
+    # ---- pooling and reductions ------------------------------------------------------------
     def _pool(self, node, method: str):
         a = self.attrs(node)
+        if len(a["kernel_shape"]) != 2:
+            raise self.fail(node, f"{len(a['kernel_shape'])}-D pooling: netc pools 2-D")
         kh, kw = a["kernel_shape"]
+        sh, sw = a.get("strides", [1, 1])
         pads = list(a.get("pads", [0, 0, 0, 0]))
+        auto = _text(a.get("auto_pad", "NOTSET"))
+        if auto in ("SAME_UPPER", "SAME_LOWER"):
+            pads = self._same_pads(node, (kh, kw), (sh, sw), (1, 1), auto)
         if any(d != 1 for d in a.get("dilations", [1, 1])):
             raise self.fail(node, "dilated pooling has no Caffe equivalent")
         if method == "AVE" and any(pads) and not a.get("count_include_pad", 0):
             raise self.fail(node, "AveragePool without count_include_pad divides by the valid count; "
                                   "Caffe's divisor counts the padding")
-        sh, sw = a.get("strides", [1, 1])
         mode = "CEIL" if a.get("ceil_mode") else "FLOOR"
-        if pads[:2] != pads[2:]:
-            mode = self._pool_mode(node, method, (kh, kw), (sh, sw), pads)
+        if pads[:2] != pads[2:] or mode == "CEIL":
+            mode = self._pool_mode(node, method, (kh, kw), (sh, sw), pads, mode)
         self.add(node, "Pooling", node.input[:1],
                  {"pool": Enum(method), "kernel_h": kh, "kernel_w": kw, "stride_h": sh, "stride_w": sw,
                   "pad_h": pads[0], "pad_w": pads[1], "round_mode": Enum(mode)})
 
-    def _pool_mode(self, node, method, kernel, stride, pads) -> str:
-        """Caffe pads both sides alike; a MaxPool padded otherwise at the end takes the same
-        windows as a Caffe pooling padded `begin` on both sides when the window count agrees
-        (windows start alike, padding never wins a max, Caffe clips a window to the input): the
-        rounding that gives that count, else an error."""
+    def _pool_mode(self, node, method, kernel, stride, pads, mode) -> str:
+        """Caffe pads both sides alike and clips a window to the input; ONNX may pad the end
+        more, and its ceil_mode drops a last window that starts in the end padding. A MaxPool
+        (padding never wins a max) takes the same windows as a Caffe pooling padded `begin`
+        on both sides when the window count agrees: the rounding that gives ONNX's count."""
         from .layers.pool import pooled_size
-        x, y = self.known.get(node.input[0]), self.known.get(node.output[0])
-        if method != "MAX" or x is None or y is None:
-            raise self.fail(node, f"pads {pads} differ at the end: netc imports that for MaxPool of known shapes")
-        for mode in ("FLOOR", "CEIL"):
-            got = [pooled_size(size, k, s, p, mode == "CEIL", any(pads[:2]))
+        x = self.shape(node, node.input[0])
+        if method != "MAX" and pads[:2] != pads[2:]:
+            raise self.fail(node, f"AveragePool pads {pads} differ at the end: Caffe pads both sides alike")
+        want = [_onnx_pooled(size, k, s, lo, hi, mode == "CEIL")
+                for size, k, s, lo, hi in zip(x[2:], kernel, stride, pads[:2], pads[2:])]
+        for mode_ in (mode, "CEIL" if mode == "FLOOR" else "FLOOR"):
+            got = [pooled_size(size, k, s, p, mode_ == "CEIL", any(pads[:2]))
                    for size, k, s, p in zip(x[2:], kernel, stride, pads[:2])]
-            if tuple(got) == tuple(y[2:]):
-                return mode
-        raise self.fail(node, f"pads {pads} give {list(y[2:])} windows, which no Caffe pooling padded "
+            if got == want:
+                return mode_
+        raise self.fail(node, f"pads {pads} give {want} windows, which no Caffe pooling padded "
                               f"{pads[:2]} gives")
 
     def op_MaxPool(self, node):
         if len(node.output) > 1 and node.output[1]:
             raise self.fail(node, "MaxPool's Indices output is not imported")
+        if self.attrs(node).get("storage_order", 0):
+            raise self.fail(node, "storage_order=1 (column-major indices) is not imported")
         self._pool(node, "MAX")
 
     def op_AveragePool(self, node):
@@ -236,21 +436,48 @@ class _Importer:
     def op_GlobalMaxPool(self, node):
         self.add(node, "Pooling", node.input[:1], {"pool": Enum("MAX"), "global_pooling": True})
 
-    def op_Flatten(self, node):
-        self.add(node, "Flatten", node.input[:1], {"axis": int(self.attrs(node).get("axis", 1))})
+    def _reduce(self, node, operation: str):
+        x = self.shape(node, node.input[0])
+        axes = self.ints(node, "axes", 1, 18 if node.op_type != "ReduceSum" else 13, "axes")
+        keep = self.attrs(node).get("keepdims", 1)
+        axes = sorted({v % len(x) for v in (axes if axes is not None else range(len(x)))})
+        if axes != list(range(axes[0], len(x))):
+            raise self.fail(node, f"netc reduces the trailing axes (Caffe's Reduction), not {axes} of {list(x)}")
+        if keep and axes == [2, 3] and len(x) == 4 and operation in ("MEAN", "MAX"):
+            pool = "AVE" if operation == "MEAN" else "MAX"
+            self.add(node, "Pooling", node.input[:1], {"pool": Enum(pool), "global_pooling": True})
+            return
+        if operation == "MAX":
+            raise self.fail(node, "netc takes ReduceMax over the spatial axes of NCHW only (global max pooling)")
+        if axes[0] == 0:
+            raise self.fail(node, "a reduction over the batch axis")
+        if not keep:
+            self.add(node, "Reduction", node.input[:1], {"operation": Enum(operation), "axis": axes[0]})
+            return
+        flat = node.output[0] + "/reduced"
+        self.add(node, "Reduction", node.input[:1], {"operation": Enum(operation), "axis": axes[0]}, tops=[flat])
+        self.add(node, "Reshape", [flat], {"shape": [0] * axes[0] + [1] * len(axes)}, suffix="/keepdims")
 
+    def op_ReduceMean(self, node):
+        self._reduce(node, "MEAN")
+
+    def op_ReduceSum(self, node):
+        self._reduce(node, "SUM")
+
+    def op_ReduceMax(self, node):
+        self._reduce(node, "MAX")
+
+    # ---- fully connected -------------------------------------------------------------------
     def op_Gemm(self, node):
         a = self.attrs(node)
-        w = self.const.get(node.input[1])
-        if w is None or a.get("transA", 0) or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0:
-            raise self.fail(node, "netc imports Gemm as InnerProduct: B constant, no transA, alpha = beta = 1")
-        w = w if a.get("transB", 0) else w.T
+        w = self.constant(node, 1, "matrix B")
+        if a.get("transA", 0):
+            raise self.fail(node, "transA=1 transposes the activations, which a fully connected layer does not")
+        w = (w if a.get("transB", 0) else w.T) * np.float32(a.get("alpha", 1.0))
         bias = len(node.input) > 2 and node.input[2] != ""
-        if bias and not self.is_const(node.input[2]):
-            raise self.fail(node, "the bias C must be a constant")
         weights = {"weight": w}
         if bias:
-            c = self.const[node.input[2]].reshape(-1)
+            c = self.constant(node, 2, "bias C").reshape(-1) * np.float32(a.get("beta", 1.0))
             if c.size not in (1, w.shape[0]):
                 raise self.fail(node, f"a bias C of {c.size} values for {w.shape[0]} outputs")
             weights["bias"] = np.broadcast_to(c, (w.shape[0],))
@@ -263,65 +490,289 @@ class _Importer:
         self.add(node, "InnerProduct", node.input[:1], {"num_output": w.shape[1], "bias_term": False, "axis": -1},
                  {"weight": w.T})
 
+    # ---- shapes ------------------------------------------------------------------------------
+    def _reshape_to(self, node, target: list[int], batch: bool):
+        """Reshape to `target`, its first size written 0 (copied) when it is the batch, so
+        `--batch` resizes it: a size folded from the batch, or (exporters fold shapes at the
+        file's batch into literals) the input's own first size."""
+        target = list(target)
+        x = self.known.get(node.input[0])
+        if target and (batch or x and target[0] == x[0]):
+            target[0] = 0
+        self.add(node, "Reshape", node.input[:1], {"shape": target})
+
     def op_Reshape(self, node):
-        shape = self.const.get(node.input[1])
-        if shape is None:
-            raise self.fail(node, "the shape must be a constant (fold the exporter's shape arithmetic first)")
-        if self.attrs(node).get("allowzero", 0):
-            raise self.fail(node, "allowzero=1 has no Caffe equivalent")
-        self.add(node, "Reshape", node.input[:1], {"shape": [int(v) for v in shape]})
+        shape = self.constant(node, 1, "shape")
+        if self.attrs(node).get("allowzero", 0) and 0 in shape:
+            raise self.fail(node, "allowzero=1 with a 0 size has no Caffe equivalent")
+        mask = self.mask.get(node.input[1])
+        self._reshape_to(node, [int(v) for v in shape], mask is not None and bool(mask.reshape(-1)[:1].any()))
+
+    def op_Squeeze(self, node):
+        x = self.shape(node, node.input[0])
+        axes = self.ints(node, "axes", 1, 13, "axes")
+        axes = {v % len(x) for v in axes} if axes is not None else {k for k, d in enumerate(x) if d == 1}
+        if any(x[k] != 1 for k in axes):
+            raise self.fail(node, f"it squeezes axes {sorted(axes)} of {list(x)}, which are not all 1")
+        self._reshape_to(node, [d for k, d in enumerate(x) if k not in axes], 0 not in axes)
+
+    def op_Unsqueeze(self, node):
+        x = list(self.shape(node, node.input[0]))
+        axes = self.ints(node, "axes", 1, 13, "axes")
+        rank = len(x) + len(axes)
+        for ax in sorted(v % rank for v in axes):
+            x.insert(ax, 1)
+        self._reshape_to(node, x, 0 not in {v % rank for v in axes})
+
+    def op_Flatten(self, node):
+        self.add(node, "Flatten", node.input[:1], {"axis": int(self.attrs(node).get("axis", 1))})
 
     def op_Transpose(self, node):
-        self.add(node, "Permute", node.input[:1], {"order": [int(v) for v in self.attrs(node)["perm"]]})
+        a = self.attrs(node)
+        perm = a.get("perm") or list(reversed(range(len(self.shape(node, node.input[0])))))
+        self.add(node, "Permute", node.input[:1], {"order": [int(v) for v in perm]})
 
     def op_Concat(self, node):
         self.add(node, "Concat", [v for v in node.input if v], {"axis": int(self.attrs(node)["axis"])})
 
-    def op_Softmax(self, node):
-        self.add(node, "Softmax", node.input[:1], {"axis": int(self.attrs(node).get("axis", -1))})
+    def _pieces(self, node, axis: int, bounds: list[tuple[int, int]], tops: list[str]):
+        """A Caffe Slice of node.input[0] on `axis` into contiguous `bounds`; pieces nobody asked
+        for go to a Silence layer."""
+        size = self.shape(node, node.input[0])[axis]
+        pieces, spare, at = [], [], 0       # (start, top) covering the whole axis
+        for (lo, hi), top in [*zip(bounds, tops), ((size, size), None)]:
+            if lo > at:
+                spare.append(f"{node.output[0]}/unused{len(pieces)}")
+                pieces.append((at, spare[-1]))
+            if top is not None:
+                pieces.append((lo, top))
+            at = hi
+        points, names = [lo for lo, _ in pieces[1:]], [top for _, top in pieces]
+        if len(names) == 1:
+            self.add(node, "Dropout", node.input[:1], {}, tops=names)
+            return
+        self.add(node, "Slice", node.input[:1], {"axis": axis, "slice_point": points}, tops=names)
+        if spare:
+            self.add(node, "Silence", spare, {}, tops=[], suffix="/silence")
 
-    def op_LRN(self, node):
-        a = self.attrs(node)
-        self.add(node, "LRN", node.input[:1], {"local_size": int(a["size"]), "alpha": float(a.get("alpha", 1e-4)),
-                                               "beta": float(a.get("beta", 0.75)), "k": float(a.get("bias", 1.0))})
+    def op_Slice(self, node):
+        x = self.shape(node, node.input[0])
+        if self.opset < 10:
+            a = self.attrs(node)
+            starts, ends, axes, steps = a["starts"], a["ends"], a.get("axes"), None
+        else:
+            starts, ends = self.ints(node, "", 1, 0, "starts"), self.ints(node, "", 2, 0, "ends")
+            axes, steps = self.ints(node, "", 3, 0, "axes"), self.ints(node, "", 4, 0, "steps")
+        axes = list(range(len(starts))) if axes is None else [v % len(x) for v in axes]
+        cut = [(ax, *slice(s, e, st).indices(x[ax])) for ax, s, e, st in
+               zip(axes, starts, ends, steps or [1] * len(axes))]
+        cut = [c for c in cut if (c[1], c[2], c[3]) != (0, x[c[0]], 1)]
+        if not cut:
+            self.add(node, "Dropout", node.input[:1], {})
+            return
+        if len(cut) > 1 or cut[0][3] != 1 or cut[0][0] == 0:
+            raise self.fail(node, "netc imports a Slice of one non-batch axis with step 1 (Caffe's Slice)")
+        ax, lo, hi, _ = cut[0]
+        if hi <= lo:
+            raise self.fail(node, f"an empty slice [{lo}:{hi}] of axis {ax}")
+        self._pieces(node, ax, [(lo, hi)], [node.output[0]])
+
+    def op_Split(self, node):
+        x = self.shape(node, node.input[0])
+        axis = int(self.attrs(node).get("axis", 0)) % len(x)
+        sizes = self.ints(node, "split", 1, 13, "split sizes")
+        if sizes is None:
+            n = len(node.output)
+            sizes = [-(-x[axis] // n)] * (n - 1)
+            sizes.append(x[axis] - sum(sizes))
+        if axis == 0 or sum(sizes) != x[axis] or any(s <= 0 for s in sizes):
+            raise self.fail(node, f"a split of axis {axis} into {sizes} of {list(x)}")
+        bounds, at = [], 0
+        for s in sizes:
+            bounds.append((at, at + s))
+            at += s
+        self._pieces(node, axis, bounds, [o or f"{node.output[0]}/unused{k}" for k, o in enumerate(node.output)])
+
+    def op_Softmax(self, node, log: bool = False):
+        axis = int(self.attrs(node).get("axis", -1 if self.opset >= 13 else 1))
+        x = self.shape(node, node.input[0]) if self.opset < 13 else None
+        tops = [node.output[0] + "/softmax"] if log else None
+        if x is not None and int(np.prod(x[axis % len(x) + 1:])) != 1:
+            # before opset 13 the softmax runs over everything from `axis` on, flattened
+            flat, soft = node.output[0] + "/flat", node.output[0] + "/flat_softmax"
+            self.add(node, "Flatten", node.input[:1], {"axis": axis % len(x)}, tops=[flat], suffix="/flatten")
+            self.add(node, "Softmax", [flat], {"axis": axis % len(x)}, tops=[soft], suffix="/softmax")
+            self.add(node, "Reshape", [soft], {"shape": [0, *x[1:]]}, tops=tops)
+        else:
+            self.add(node, "Softmax", node.input[:1], {"axis": axis}, tops=tops)
+        if log:
+            self.add(node, "Log", tops, {}, suffix="/log")
+
+    def op_LogSoftmax(self, node):
+        self.op_Softmax(node, log=True)
+
+    def _resize(self, node, mode: str, coords: str, scales, sizes):
+        x = self.shape(node, node.input[0])
+        y = self.known.get(node.output[0])
+        if y is None and sizes is not None:
+            y = tuple(int(v) for v in sizes)
+        if y is None and scales is not None:
+            y = tuple(int(np.floor(d * float(s))) for d, s in zip(x, scales))
+        if y is None or len(x) != 4 or tuple(y[:2]) != tuple(x[:2]):
+            raise self.fail(node, "netc resizes the spatial axes of an NCHW value")
+        if mode == "nearest":
+            integer = all(o % i == 0 for o, i in zip(y[2:], x[2:]))
+            if coords in ("asymmetric", "half_pixel", "pytorch_half_pixel") and (integer or coords == "asymmetric"):
+                self.add(node, "Upsample", node.input[:1], {"upsample_h": int(y[2]), "upsample_w": int(y[3])})
+                return
+        elif mode in ("linear", "bilinear") and coords == "align_corners":
+            self.add(node, "Interp", node.input[:1], {"height": int(y[2]), "width": int(y[3])})
+            return
+        raise self.fail(node, f"{mode} Resize with coordinate_transformation_mode {coords} to {list(y[2:])} "
+                              f"from {list(x[2:])}: netc imports nearest (Upsample) and align_corners linear (Interp)")
 
     def op_Resize(self, node):
         a = self.attrs(node)
-        mode = a.get("mode", b"nearest")
-        mode = mode.decode() if isinstance(mode, bytes) else mode
-        sizes = self.const.get(node.input[3]) if len(node.input) > 3 and node.input[3] else None
-        if mode != "nearest" or sizes is None:
-            raise self.fail(node, "netc imports nearest Resize to constant sizes (Caffe's Upsample)")
-        self.add(node, "Upsample", node.input[:1], {"upsample_h": int(sizes[2]), "upsample_w": int(sizes[3])})
+        mode = _text(a.get("mode", "nearest"))
+        coords = _text(a.get("coordinate_transformation_mode", "half_pixel" if self.opset >= 11 else "asymmetric"))
+        if mode == "nearest" and self.opset >= 11 and _text(a.get("nearest_mode", "round_prefer_floor")) == "ceil":
+            raise self.fail(node, "nearest_mode ceil is not imported")
+        scales = self.constant(node, 1 if self.opset < 11 else 2, "scales")
+        sizes = self.constant(node, 3, "sizes") if self.opset >= 11 else None
+        self._resize(node, mode, coords, None if scales is None or scales.size == 0 else scales,
+                     None if sizes is None or sizes.size == 0 else sizes)
 
-    def _binary(self, node, eltwise: str):
+    def op_Upsample(self, node):
+        a = self.attrs(node)
+        scales = a.get("scales") if self.opset < 9 else self.constant(node, 1, "scales")
+        self._resize(node, _text(a.get("mode", "nearest")), "asymmetric", scales, None)
+
+    # ---- arithmetic --------------------------------------------------------------------------
+    def _channel_gate(self, node, x: str, gate: str, type_: str):
+        """[N, C, H, W] with a [N, C, 1, 1] activation: Caffe's two-input Scale (or Bias) over
+        axis 0 of the gate flattened to [N, C]."""
+        flat = gate + "/flat"
+        self.add(node, "Flatten", [gate], {"axis": 1}, tops=[flat], suffix="/gate")
+        self.add(node, type_, [x, flat], {"axis": 0})
+
+    def _binary(self, node, op: str):
         x, y = node.input[:2]
         if self.is_const(y) or self.is_const(x):
-            value, other = (self.const[y], x) if self.is_const(y) else (self.const[x], y)
-            flat = value.reshape(-1)
-            # numpy broadcasting: a [C] constant would line up with the last axis, not the channels
-            per_channel = (value.ndim == 3 and value.size == value.shape[0]
-                           or value.ndim == 4 and value.shape[0] == 1 and value.size == value.shape[1])
-            if eltwise not in ("SUM", "PROD") or not per_channel:
-                raise self.fail(node, "a constant operand is imported per channel only ([C, 1, 1] or [1, C, 1, 1])")
-            if eltwise == "SUM":
-                self.add(node, "Bias", [other], {}, {"bias": flat})
-            else:
-                self.add(node, "Scale", [other], {"bias_term": False}, {"weight": flat})
-            return
-        self.add(node, "Eltwise", [x, y], {"operation": Enum(eltwise)})
+            return self._with_constant(node, op, x, y)
+        sx, sy = self.known.get(x), self.known.get(y)
+        if sx is not None and sy is not None and sx != sy:
+            big, small = (x, y) if len(sx) >= len(sy) and all(b >= s for b, s in zip(sx, sy)) else (y, x)
+            sb, ss = self.known[big], self.known[small]
+            if len(sb) == len(ss) == 4 and tuple(ss) == (sb[0], sb[1], 1, 1) and op in ("Mul", "Add"):
+                return self._channel_gate(node, big, small, "Scale" if op == "Mul" else "Bias")
+            raise self.fail(node, f"{op} of {list(sx)} and {list(sy)}: netc broadcasts a [N, C, 1, 1] "
+                                  "activation over [N, C, H, W] only")
+        if op == "Sub":
+            return self.add(node, "Eltwise", [x, y], {"operation": Enum("SUM"), "coeff": [1.0, -1.0]})
+        if op == "Div":
+            raise self.fail(node, "a division of two activations has no Caffe layer")
+        self.add(node, "Eltwise", [x, y], {"operation": Enum({"Add": "SUM", "Mul": "PROD"}[op])})
+
+    def _with_constant(self, node, op, x, y):
+        first = self.is_const(x)
+        value, other = (self.const[x], y) if first else (self.const[y], x)
+        value = value.astype(np.float32)
+        if op == "Div" and first or op == "Sub" and first and value.size != 1:
+            raise self.fail(node, f"a constant {'divided by' if op == 'Div' else 'minus'} an activation")
+        if value.size == 1:
+            c = float(value.reshape(-1)[0])
+            fields = {"Add": {"shift": c}, "Mul": {"scale": c}, "Div": {"scale": 1.0 / c} if c else None,
+                      "Sub": {"scale": -1.0, "shift": c} if first else {"shift": -c}}[op]
+            if fields is None:
+                raise self.fail(node, "a division by the constant 0")
+            return self.add(node, "Power", [other], fields)
+        s = self.known.get(other)
+        # numpy broadcasting: a [C] constant lines up with the last axis, not the channels
+        per_channel = (s is not None and len(s) >= 3 and value.size == s[1]
+                       and (value.ndim == len(s) - 1 and value.shape[0] == s[1]
+                            or value.ndim == len(s) and value.shape[0] == 1 and value.shape[1] == s[1]))
+        if not per_channel:
+            raise self.fail(node, f"a constant operand of shape {list(value.shape)}: netc imports one value "
+                                  "or one per channel ([C, 1, 1] or [1, C, 1, 1])")
+        flat = value.reshape(-1)
+        if op in ("Add", "Sub"):
+            return self.add(node, "Bias", [other], {}, {"bias": flat if op == "Add" else -flat})
+        return self.add(node, "Scale", [other], {"bias_term": False},
+                        {"weight": flat if op == "Mul" else 1.0 / flat})
 
     def op_Add(self, node):
-        self._binary(node, "SUM")
+        self._binary(node, "Add")
+
+    def op_Sub(self, node):
+        self._binary(node, "Sub")
 
     def op_Mul(self, node):
-        self._binary(node, "PROD")
+        self._binary(node, "Mul")
+
+    def op_Div(self, node):
+        self._binary(node, "Div")
+
+    def _many(self, node, operation: str):
+        if any(self.is_const(v) for v in node.input):
+            raise self.fail(node, f"{node.op_type} of an activation and a constant is not imported")
+        shapes = {self.known.get(v) for v in node.input}
+        if len(shapes) > 1:
+            raise self.fail(node, f"{node.op_type} of different shapes {sorted(map(str, shapes))}")
+        if len(node.input) == 1:
+            return self.add(node, "Dropout", node.input[:1], {})
+        self.add(node, "Eltwise", list(node.input), {"operation": Enum(operation)})
 
     def op_Max(self, node):
-        self.add(node, "Eltwise", list(node.input), {"operation": Enum("MAX")})
+        self._many(node, "MAX")
 
     def op_Sum(self, node):
-        self.add(node, "Eltwise", list(node.input), {"operation": Enum("SUM")})
+        self._many(node, "SUM")
+
+
+def _onnx_pooled(size, k, s, lo, hi, ceil) -> int:
+    """ONNX's pooled size (onnx/defs/nn: a ceil_mode window starting in the end padding is dropped)."""
+    span = size + lo + hi - k
+    out = (-(-span // s) if ceil else span // s) + 1
+    return out - 1 if ceil and (out - 1) * s >= size + lo else out
+
+
+def _tensor(t, model_path: Path) -> np.ndarray:
+    """An initializer's values; external data only from a regular file inside the model's
+    folder, and only as many bytes as the tensor declares (checked before reading)."""
+    import onnx
+    from onnx import numpy_helper
+    if t.data_location != onnx.TensorProto.EXTERNAL:
+        try:
+            return numpy_helper.to_array(t)
+        except Exception as e:  # noqa: BLE001 - a tensor whose bytes do not fit its dims
+            raise NetcError(f'{model_path}: tensor "{t.name}" is malformed: {str(e).splitlines()[0][:160]}') from None
+    info = {e.key: e.value for e in t.external_data}
+    where = info.get("location", "")
+    base = os.path.realpath(model_path.parent)
+    target = os.path.realpath(os.path.join(base, where))
+    if not where or os.path.isabs(where) or os.path.commonpath([base, target]) != base:
+        raise NetcError(f'{model_path}: tensor "{t.name}" keeps its data at "{where}", outside the model\'s '
+                        f"folder {base}; netc reads external data only from beside the model")
+    dtype = onnx_fold.DTYPES.get(t.data_type)
+    if dtype is None:
+        raise NetcError(f'{model_path}: tensor "{t.name}" has data type {t.data_type}, which netc does not read')
+    count = int(np.prod(t.dims, dtype=np.int64))
+    need = count * np.dtype(dtype).itemsize
+    offset = int(info.get("offset", 0) or 0)
+    length = int(info.get("length", need) or need)
+    if length != need:
+        raise NetcError(f'{model_path}: tensor "{t.name}" declares {length:,} bytes of external data for '
+                        f"{count:,} values of {np.dtype(dtype).name} ({need:,} bytes)")
+    from ..runtime.files import regular_file
+    regular_file(Path(target), "external data")
+    size = os.path.getsize(target)
+    if offset + need > size:
+        raise NetcError(f'{model_path}: tensor "{t.name}" needs bytes {offset:,} to {offset + need:,} of '
+                        f"{where}, which has {size:,}: the external data is truncated")
+    with open(target, "rb") as f:
+        f.seek(offset)
+        data = f.read(need)
+    return np.frombuffer(data, dtype).reshape(tuple(t.dims))
 
 
 def load_onnx(path: Path, input_shapes: dict | None = None):
@@ -332,12 +783,14 @@ def load_onnx(path: Path, input_shapes: dict | None = None):
         raise NetcError('reading ONNX needs the onnx package, which netc installs: pip install "."') from None
     size = path.stat().st_size
     if size > MAX_ONNX_BYTES:
-        raise NetcError(f"{path} is {size:,} bytes; ONNX files over 2 GiB keep their weights outside, "
-                        "which netc does not read yet")
+        raise NetcError(f"{path} is {size:,} bytes, past protobuf's 2 GiB; a model that large keeps its "
+                        "weights in external data files beside it")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # noqa: BLE001 - a DecodeError or an OSError: the file is not ONNX
         raise NetcError(f"cannot read {path} as ONNX: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}") from None
-    imp = _Importer(model, str(path))
+    if not model.graph.node:
+        raise NetcError(f"{path} holds no ONNX graph (no nodes)")
+    imp = _Importer(model, path)
     spec = imp.run(input_shapes or {})
     return spec, imp.weights

@@ -150,6 +150,7 @@ class Executable:
         self.inputs = {g.nodes[n]["tops"][p]: (n, p) for n in self.order if layer[n].source
                        for p in range(len(g.nodes[n]["tops"]))}
         read = {src for n in self.order if not layer[n].sink for src in g.nodes[n]["inputs"]}
+        read |= {src for n in g.nodes if REGISTRY[g.nodes[n]["type"]].swallows for src in g.nodes[n].get("inputs", ())}
         self.outputs = [g.nodes[n]["tops"][p] for n in self.order if not layer[n].source
                         for p in range(len(g.nodes[n]["shapes"])) if (n, p) not in read]
         self.outputs = [o for o in self.outputs if self.blob_key[o][0] not in self.program.hidden]

@@ -197,6 +197,62 @@ class Sigmoid(_Pointwise):
 
 
 @register
+class HardSigmoid(_Pointwise):
+    """ONNX's HardSigmoid, max(0, min(1, alpha x + beta)): MobileNetV3's gate (alpha 1/6)."""
+    type = "HardSigmoid"
+    params = (Param("alpha", "float", 0.2, min=None), Param("beta", "float", 0.5, min=None))
+    short = "hsigmoid"
+    per_element = Ops(mul=1, add=1, comp=2)
+
+    def activation(self, a, k):
+        return [f"v = min(max(v * {k.f32(a['alpha'])} + {k.f32(a['beta'])}, {k.zero}), {k.one})"]
+
+    def reference(self, torch, xs, a, p, node):
+        return [(xs[0] * a["alpha"] + a["beta"]).clamp(0, 1)]
+
+    def onnx_op(self, b, n, a, x):
+        return b.node("HardSigmoid", [x], name=n, alpha=float(a["alpha"]), beta=float(a["beta"]))[0]
+
+
+@register
+class HardSwish(_Pointwise):
+    """x * HardSigmoid(x) with alpha 1/6, beta 1/2 (ONNX HardSwish, MobileNetV3)."""
+    type = "HardSwish"
+    short = "hswish"
+    per_element = Ops(mul=2, add=1, comp=2)
+
+    def activation(self, a, k):
+        return [f"v = v * min(max(v * {k.f32(1 / 6)} + {k.f32(0.5)}, {k.zero}), {k.one})"]
+
+    def reference(self, torch, xs, a, p, node):
+        return [torch.nn.functional.hardswish(xs[0])]
+
+    def onnx_op(self, b, n, a, x):
+        return b.node("HardSwish", [x], name=n)[0]
+
+
+@register
+class SELU(_Pointwise):
+    """gamma * (x if x > 0 else alpha * (exp(x) - 1)): ONNX's Selu, self-normalizing nets."""
+    type = "SELU"
+    params = (Param("alpha", "float", 1.67326319217681884765625, positive=True),
+              Param("gamma", "float", 1.05070102214813232421875, positive=True))
+    short = "selu"
+    per_element = Ops(comp=1, exp=1, add=1, mul=2)
+
+    def activation(self, a, k):
+        al, ga = k.f32(a["alpha"]), k.f32(a["gamma"])
+        return [f"v = {ga} * v if v > {k.zero} else {ga} * ({al} * ({k.math}.exp(v) - {k.one}))"]
+
+    def reference(self, torch, xs, a, p, node):
+        x = xs[0]
+        return [a["gamma"] * torch.where(x > 0, x, a["alpha"] * (torch.exp(x) - 1))]
+
+    def onnx_op(self, b, n, a, x):
+        return b.node("Selu", [x], name=n, alpha=float(a["alpha"]), gamma=float(a["gamma"]))[0]
+
+
+@register
 class TanH(_Pointwise):
     type = "TanH"
     aliases = ("TANH", "Tanh")

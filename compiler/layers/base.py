@@ -87,6 +87,7 @@ class Layer:
     forward: bool = True         # False for loss/accuracy: kept but not part of inference
     source: bool = False         # produces the network's inputs (fed, never computed)
     sink: bool = False           # marks an output: reads its bottoms, computes nothing
+    swallows: bool = False       # a sink whose bottoms are not outputs (Silence)
     epilogue_merge: bool = False  # a producer's epilogue may compute it (ResNet's residual add)
     own_buffer: bool = False     # its kernel writes its own output buffer, never a concat slice
     cost: str = ""               # the operation-count rule, in words (`netc layers`)

@@ -215,6 +215,7 @@ class Silence(Layer):
     family = "loss"
     short = "silence"
     forward = False
+    swallows = True
     min_inputs, max_inputs = 1, None
     outputs = 0
 
