@@ -202,7 +202,8 @@ class _Importer:
                                     f'({d.dim_param or "unnamed"}): give it with --input-shape '
                                     f'{value.name}={spelled}', loc)
             self.known[value.name] = tuple(dims)
-            self.layers.append(LayerSpec(value.name, "Input", [], [value.name], [Field("shape", dims, loc)], loc))
+            fields = [Field("shape", dims, loc)] + [Field(k, v, loc) for k, v in _image_defaults(dims).items()]
+            self.layers.append(LayerSpec(value.name, "Input", [], [value.name], fields, loc))
 
     def constant_node(self, node) -> np.ndarray:
         a = {x.name: x for x in node.attribute}
@@ -727,6 +728,18 @@ class _Importer:
 
     def op_Sum(self, node):
         self._many(node, "SUM")
+
+
+def _image_defaults(dims: list) -> dict:
+    """How images feed an image-shaped input. An ONNX file does not say; most CNNs in ONNX come
+    from PyTorch, so torchvision's ImageNet normalization (RGB, /255, its mean and std), in the
+    layout the input has ([N, H, W, 3]: tf2onnx's NHWC). `run` prints what it applies, and
+    --mean/--std/--pixels/--channels change it."""
+    if len(dims) != 4 or 3 not in (dims[1], dims[3]):
+        return {}
+    layout = "NHWC" if dims[3] == 3 and dims[1] != 3 else "NCHW"
+    return {"color_order": Enum("RGB"), "pixel_scale": 1 / 255, "mean_value": [0.485, 0.456, 0.406],
+            "std_value": [0.229, 0.224, 0.225], "layout": Enum(layout)}
 
 
 def _onnx_pooled(size, k, s, lo, hi, ceil) -> int:

@@ -74,6 +74,7 @@ class Preprocess:
     scale: float = 1.0
     resize: int | tuple | None = None
     crop: bool = True
+    layout: str = "NCHW"
 
     @classmethod
     def of(cls, attrs: dict) -> "Preprocess":
@@ -90,10 +91,11 @@ class Preprocess:
                       f"(no mean is subtracted)", file=sys.stderr)
         return cls(color_order=attrs.get("color_order") or "BGR", pixel_scale=attrs.get("pixel_scale") or 1.0,
                    mean=tuple(attrs.get("mean_value") or (0.0,)), mean_image=mean_image,
-                   std=tuple(attrs.get("std_value") or (1.0,)), scale=attrs.get("scale") or 1.0)
+                   std=tuple(attrs.get("std_value") or (1.0,)), scale=attrs.get("scale") or 1.0,
+                   layout=attrs.get("layout") or "NCHW")
 
     def describe(self, shape) -> str:
-        _, c, h, w = shape
+        _, c, h, w = nchw(shape, self)
         size = (f"cover {w}x{h} keeping the aspect" if self.resize is None and self.mean_image is None else
                 f"{self.mean_image.shape[2]}x{self.mean_image.shape[1]} (the mean image's size)" if self.resize is None
                 else f"shorter side {self.resize}" if isinstance(self.resize, int) else f"{self.resize[1]}x{self.resize[0]}")
@@ -109,7 +111,17 @@ class Preprocess:
             parts.append(f"divided by std {_numbers(self.std)}")
         if self.scale != 1:
             parts.append(f"x {self.scale:.6g}")
+        if self.layout != "NCHW":
+            parts.append(f"fed {self.layout}")
         return ", ".join(parts)
+
+
+def nchw(shape, prep: "Preprocess") -> tuple:
+    """The input's shape in N, C, H, W order, whatever its layout."""
+    if len(shape) != 4:
+        raise NetcError(f"the network input has shape {list(shape)}; images feed a 4-D input "
+                        f"({'N, H, W, C' if prep.layout == 'NHWC' else 'N, C, H, W'})")
+    return (shape[0], shape[3], shape[1], shape[2]) if prep.layout == "NHWC" else tuple(shape)
 
 
 def _numbers(values) -> str:
@@ -124,9 +136,7 @@ def load_images(paths: list[str], shape: tuple, prep: "Preprocess | dict") -> np
                         "pip install .") from None
     if isinstance(prep, dict):
         prep = Preprocess.of(prep)
-    if len(shape) != 4:
-        raise NetcError(f"the network input has shape {list(shape)}; images feed a 4-D input (N, C, H, W)")
-    _, c, h, w = shape
+    _, c, h, w = nchw(shape, prep)
     if c not in (1, 3):
         raise NetcError(f"the network input has {c} channels; images give 1 or 3")
     mean, std = (np.asarray(v, np.float32) for v in (prep.mean, prep.std))
@@ -159,7 +169,7 @@ def load_images(paths: list[str], shape: tuple, prep: "Preprocess | dict") -> np
         a = a * np.float32(prep.pixel_scale)
         a = a - (mean_crop if mean_crop is not None else mean.reshape(-1, 1, 1))
         out[k] = a / std.reshape(-1, 1, 1) * np.float32(prep.scale)
-    return out
+    return out.transpose(0, 2, 3, 1).copy() if prep.layout == "NHWC" else out
 
 
 def _target_size(size: tuple, hw: tuple, prep: Preprocess) -> tuple[int, int]:

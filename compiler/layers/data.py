@@ -20,8 +20,10 @@ TRANSFORM = (
           doc="netc: channel order the network was trained on"),
     Param("pixel_scale", "float", 1.0, message="transform_param", positive=True,
           doc="netc: multiplies 0-255 pixels before the mean (1/255 for torchvision models)"),
+    Param("layout", "enum", "NCHW", choices=("NCHW", "NHWC"), message="transform_param",
+          doc="netc: axis order images are fed in (NHWC: Keras models via tf2onnx)"),
 )
-NETC_ONLY = ("std_value", "color_order", "pixel_scale")
+NETC_ONLY = ("std_value", "color_order", "pixel_scale", "layout")
 
 
 class _Source(Layer):
