@@ -76,8 +76,9 @@ class _Importer:
         self.known.update(zip(spec.tops, (tuple(o) for o in outs)))
 
     def attrs(self, node) -> dict:
-        from onnx import helper
-        return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        from onnx import TensorProto, helper
+        got = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        return {k: _tensor(v, Path(self.path)) if isinstance(v, TensorProto) else v for k, v in got.items()}
 
     def is_const(self, name: str) -> bool:
         return name in self.const
@@ -196,7 +197,8 @@ class _Importer:
                 elif k == 0:
                     dims.append(1)                      # a symbolic batch: --batch sets it
                 else:
-                    spelled = "x".join("N" if j == 0 else str(e.dim_value) if e.dim_value > 0 else "?"
+                    letters = "NCHW" if len(axes) == 4 else [f"D{j}" for j in range(len(axes))]
+                    spelled = "x".join("1" if j == 0 else str(e.dim_value) if e.dim_value > 0 else letters[j]
                                        for j, e in enumerate(axes))
                     raise NetcError(f'ONNX input "{value.name}" has an unknown size on axis {k} '
                                     f'({d.dim_param or "unnamed"}): give it with --input-shape '
@@ -289,9 +291,23 @@ class _Importer:
         x, scale, bias, mean, var = node.input[:5]
         if not all(self.is_const(v) for v in (scale, bias, mean, var)):
             raise self.fail(node, "scale, bias, mean and variance must be constants")
+        stats = {"mean": self.const[mean], "var": self.const[var]}
+        if self.caffe_pair(node):
+            self.add(node, "BatchNorm", [x], {"eps": float(a.get("epsilon", 1e-5))}, stats)
+            return
         self.add(node, "BatchNorm", [x], {"eps": float(a.get("epsilon", 1e-5)), "affine": True},
-                 {"weight": self.const[scale], "bias": self.const[bias], "mean": self.const[mean],
-                  "var": self.const[var]})
+                 {"weight": self.const[scale], "bias": self.const[bias], **stats})
+
+    def caffe_pair(self, node) -> bool:
+        """Caffe's BatchNorm + Scale as exported: a BatchNormalization with unit scale and zero
+        bias whose one reader is a Mul by per-channel constants. It is imported without affine
+        parameters (the Mul is the Scale), so the round trip counts what the prototxt counts."""
+        scale, bias = self.const[node.input[1]], self.const[node.input[2]]
+        if not (np.all(scale == 1) and np.all(bias == 0)):
+            return False
+        readers = [n for n in self.g.node if node.output[0] in n.input]
+        return (len(readers) == 1 and readers[0].op_type == "Mul"
+                and any(v in self.const and self.const[v].size == scale.size > 1 for v in readers[0].input))
 
     def op_LRN(self, node):
         a = self.attrs(node)

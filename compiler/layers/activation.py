@@ -200,6 +200,7 @@ class Sigmoid(_Pointwise):
 class HardSigmoid(_Pointwise):
     """ONNX's HardSigmoid, max(0, min(1, alpha x + beta)): MobileNetV3's gate (alpha 1/6)."""
     type = "HardSigmoid"
+    messages = ("hard_sigmoid_param",)
     params = (Param("alpha", "float", 0.2, min=None), Param("beta", "float", 0.5, min=None))
     short = "hsigmoid"
     per_element = Ops(mul=1, add=1, comp=2)
@@ -235,6 +236,7 @@ class HardSwish(_Pointwise):
 class SELU(_Pointwise):
     """gamma * (x if x > 0 else alpha * (exp(x) - 1)): ONNX's Selu, self-normalizing nets."""
     type = "SELU"
+    messages = ("selu_param",)
     params = (Param("alpha", "float", 1.67326319217681884765625, positive=True),
               Param("gamma", "float", 1.05070102214813232421875, positive=True))
     short = "selu"
