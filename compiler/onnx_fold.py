@@ -193,7 +193,7 @@ def fold(op: str, attrs: dict, ins: list, masks: list, opset: int):
                     op == "Concat" else v for k, (v, m) in enumerate(zip(ins, masks))]
         if op == "Cast":
             return value, mask_ins[0]
-        mask = np.asarray(rule(attrs | ({"to": 9} if op == "Cast" else {}), mask_ins, opset)).astype(bool)
+        mask = np.asarray(rule(attrs, mask_ins, opset)).astype(bool)
         return value, mask
     # arithmetic on a batch size: every element it touched depends on the batch
     return value, np.broadcast_to(np.logical_or.reduce(

@@ -2,16 +2,13 @@
 exports CNNs, imported into the IR and run by netc against ONNX Runtime on the same file."""
 from __future__ import annotations
 
+import netc
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
-
-import netc
 from netc.cli import main
-from netc.compiler.errors import NetcError
-
+from onnx import TensorProto, helper, numpy_helper
 from reference import rel
 
 
