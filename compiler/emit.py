@@ -150,7 +150,8 @@ def to_prototxt(g: nx.DiGraph) -> str:
             msg = schema[k].message or layer.messages[0]
             groups.setdefault(msg, []).append((k, v))
         if extensions:
-            out.append("  # netc: preprocess " + " ".join(extensions))   # read back by netc, a comment to Caffe
+            kind = "preprocess" if layer.source else "param"   # read back by netc, a comment to Caffe
+            out.append(f"  # netc: {kind} " + " ".join(extensions))
         for msg, items in groups.items():
             out.append(f"  {msg} {{")
             for k, v in items:

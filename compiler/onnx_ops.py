@@ -181,25 +181,25 @@ class Operators:
             pads = self._same_pads(node, (kh, kw), (sh, sw), (1, 1), auto)
         if any(d != 1 for d in a.get("dilations", [1, 1])):
             raise self.fail(node, "dilated pooling has no Caffe equivalent")
-        if method == "AVE" and any(pads) and not a.get("count_include_pad", 0):
-            raise self.fail(node, "AveragePool without count_include_pad divides by the valid count; "
-                                  "Caffe's divisor counts the padding")
+        exclude = method == "AVE" and any(pads) and not a.get("count_include_pad", 0)
         mode = "CEIL" if a.get("ceil_mode") else "FLOOR"
         if pads[:2] != pads[2:] or mode == "CEIL":
-            mode = self._pool_mode(node, method, (kh, kw), (sh, sw), pads, mode)
+            mode = self._pool_mode(node, method, (kh, kw), (sh, sw), pads, mode, exclude)
         self.add(node, "Pooling", node.input[:1],
                  {"pool": Enum(method), "kernel_h": kh, "kernel_w": kw, "stride_h": sh, "stride_w": sw,
-                  "pad_h": pads[0], "pad_w": pads[1], "round_mode": Enum(mode)})
+                  "pad_h": pads[0], "pad_w": pads[1], "round_mode": Enum(mode), "exclude_pad": exclude})
 
-    def _pool_mode(self, node, method, kernel, stride, pads, mode) -> str:
+    def _pool_mode(self, node, method, kernel, stride, pads, mode, exclude=False) -> str:
         """Caffe pads both sides alike and clips a window to the input; ONNX may pad the end
         more, and its ceil_mode drops a last window that starts in the end padding. A MaxPool
-        (padding never wins a max) takes the same windows as a Caffe pooling padded `begin`
-        on both sides when the window count agrees: the rounding that gives ONNX's count."""
+        (padding never wins a max), or an AveragePool dividing by the taps inside the input,
+        takes the same windows as a Caffe pooling padded `begin` on both sides when the window
+        count agrees: the rounding that gives ONNX's count."""
         from .layers.pool import pooled_size
         x = self.shape(node, node.input[0])
-        if method != "MAX" and pads[:2] != pads[2:]:
-            raise self.fail(node, f"AveragePool pads {pads} differ at the end: Caffe pads both sides alike")
+        if method != "MAX" and pads[:2] != pads[2:] and not exclude:
+            raise self.fail(node, f"AveragePool pads {pads} differ at the end and count the padding: "
+                                  "Caffe pads both sides alike")
         want = [_onnx_pooled(size, k, s, lo, hi, mode == "CEIL")
                 for size, k, s, lo, hi in zip(x[2:], kernel, stride, pads[:2], pads[2:])]
         for mode_ in (mode, "CEIL" if mode == "FLOOR" else "FLOOR"):

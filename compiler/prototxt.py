@@ -344,7 +344,7 @@ def _layer(block: Field, path: str, directives, dropped: dict, warnings: list) -
                      declared[0] if declared else None)
 
 
-PREPROCESS = re.compile(r"#\s*netc:\s*preprocess\s+(.+?)\s*$")
+PREPROCESS = re.compile(r"#\s*netc:\s*(?:preprocess|param)\s+(.+?)\s*$")
 _SETTING = re.compile(r"([a-z_]+)=(\[[^\]]*\]|[A-Za-z0-9_.+-]+)")
 
 
@@ -359,7 +359,7 @@ def _preprocess_fields(text: str, loc: Loc) -> list[Field]:
             else:
                 value = float(raw)
         except ValueError:
-            raise NetcError(f'"# netc: preprocess" cannot read {key}={raw}', loc) from None
+            raise NetcError(f'"# netc:" cannot read {key}={raw}', loc) from None
         fields.append(Field(key, value, loc))
     return fields
 
@@ -367,7 +367,8 @@ def _preprocess_fields(text: str, loc: Loc) -> list[Field]:
 def _directives(text: str, path: str) -> tuple[dict[int, list[tuple]], dict[int, list[Field]]]:
     """netc's comments, by line: `# netc: output_shape 1x300x5, 1x4` (shapes for layers netc
     cannot infer) and `# netc: preprocess std_value=[0.229,0.224,0.225] color_order=RGB ...` (the
-    preprocessing fields Caffe's transform_param lacks, as netc convert writes them)."""
+    preprocessing fields Caffe's transform_param lacks, as netc convert writes them; `# netc: param`
+    for another layer's netc-only fields, e.g. Pooling's exclude_pad)."""
     found, preprocess = {}, {}
     for i, line in enumerate(text.splitlines(), 1):
         pre = PREPROCESS.search(line)

@@ -116,7 +116,8 @@ def opset14_model(tmp_path):
              helper.make_node("Pow", ["sq", "three"], ["pw"]),
              helper.make_node("Reciprocal", ["pw"], ["rec"]),
              helper.make_node("Neg", ["rec"], ["neg"]),
-             helper.make_node("GlobalAveragePool", ["hsig"], ["gap"]),
+             helper.make_node("AveragePool", ["hsig"], ["avg"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("GlobalAveragePool", ["avg"], ["gap"]),
              helper.make_node("Sigmoid", ["gap"], ["gate"]),
              helper.make_node("Mul", ["gate", "neg"], ["se"]),
              helper.make_node("Add", ["se", "gap"], ["se_bias"]),
@@ -138,7 +139,8 @@ def test_opset14_activations_and_arithmetic(tmp_path):
 
 def test_cuda_simulator_runs_what_import_makes(tmp_path):
     """The layers ONNX import adds (HardSwish, HardSigmoid, SELU, two-input Scale and Bias,
-    Slice with Silence, Power, Reduction) on the CUDA target, against ONNX Runtime."""
+    Slice with Silence, Power, Reduction, AVE pooling excluding the padding) on the CUDA
+    target, against ONNX Runtime."""
     from targets import run_cuda_sim
     path = opset14_model(tmp_path)
     net = netc.load(path)
@@ -207,10 +209,18 @@ def test_maxpool_ceil_mode_and_end_pads_follow_onnx(tmp_path):
     that gives ONNX's window count is chosen, padded only at the start."""
     nodes = [helper.make_node("MaxPool", ["x"], ["a"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1),
              helper.make_node("MaxPool", ["x"], ["b"], kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 1, 1]),
-             helper.make_node("AveragePool", ["x"], ["c"], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)]
-    path = save(tmp_path, nodes, [("x", [1, 2, 7, 8])], ["a", "b", "c"], opset=13)
+             helper.make_node("AveragePool", ["x"], ["c"], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+             # ONNX's default divisor: the taps inside the input (Keras's "same" average pooling)
+             helper.make_node("AveragePool", ["x"], ["d"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+                              ceil_mode=1),
+             helper.make_node("AveragePool", ["x"], ["e"], kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 1, 1]),
+             helper.make_node("AveragePool", ["x"], ["f"], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1],
+                              count_include_pad=1)]
+    path = save(tmp_path, nodes, [("x", [1, 2, 7, 8])], ["a", "b", "c", "d", "e", "f"], opset=13)
     net, got = against_ort(path, {"x": [1, 2, 7, 8]})
     assert got["a"].shape == (1, 2, 4, 5) and got["b"].shape == (1, 2, 4, 4) and got["c"].shape == (1, 2, 3, 4)
+    assert got["d"].shape == (1, 2, 4, 5) and got["e"].shape == (1, 2, 4, 4)
+    assert net.graph.nodes["f"]["attrs"]["exclude_pad"] is False and net.graph.nodes["d"]["attrs"]["exclude_pad"]
 
 
 @pytest.mark.parametrize("model", ["lenet", "squeezenet1_1", "mobilenet_v2"])

@@ -40,6 +40,8 @@ class Pooling(Layer):
         Param("pad", default=0), Param("pad_h"), Param("pad_w"),
         Param("global_pooling", "bool", False),
         Param("round_mode", "enum", "CEIL", choices=("CEIL", "FLOOR")),
+        Param("exclude_pad", "bool", False,
+              doc="netc: AVE divides by the taps inside the input (ONNX count_include_pad=0, Keras)"),
     )
     family = "pool"
     short = "pool"
@@ -67,7 +69,8 @@ class Pooling(Layer):
                 if p >= k:
                     raise NetcError(f"Pooling pad {p} must be smaller than the kernel {k}", loc)
         return {"pool": a["pool"], "kernel": kernel, "stride": stride, "pad": pad,
-                "global_pooling": a["global_pooling"], "round_mode": a["round_mode"]}
+                "global_pooling": a["global_pooling"], "round_mode": a["round_mode"],
+                "exclude_pad": bool(a["exclude_pad"]) and a["pool"] == "AVE" and any(pad or ())}
 
     def written_params(self, a):
         out = [("pool", a["pool"])]
@@ -80,6 +83,8 @@ class Pooling(Layer):
         out += write_pair("pad", "pad_h", "pad_w", a["pad"], 0)
         if a["round_mode"] != "CEIL":
             out.append(("round_mode", a["round_mode"]))
+        if a["exclude_pad"]:
+            out.append(("exclude_pad", True))
         return out
 
     def geometry(self, shape, a):
@@ -148,6 +153,9 @@ class Pooling(Layer):
             x = b.node("Pad", [ins[0], b.const(f"{n}_pads", [0, 0, hb, wb, 0, 0, he, we], np.int64), lowest], name=n)[0]
             return b.node("MaxPool", [x], name=n, kernel_shape=[KH, KW], strides=[SH, SW])
         x = ins[0]
+        if a["exclude_pad"]:    # ONNX's own divisor: the taps inside the input
+            return b.node("AveragePool", [x], name=n, kernel_shape=[KH, KW], strides=[SH, SW],
+                          pads=[hb, wb, he, we], count_include_pad=0)
         pre = [min(PH, he), min(PW, we)]
         if PH or PW:
             x = b.node("Pad", [x, b.const(f"{n}_pads", [0, 0, PH, PW, 0, 0, pre[0], pre[1]], np.int64)], name=n)[0]
@@ -163,7 +171,7 @@ class Pooling(Layer):
             return [y, where.to(x.dtype)]
         if a["pool"] == "MAX":
             return [F.max_pool2d(x, k, s, pad, ceil_mode=ceil)]
-        return [F.avg_pool2d(x, k, s, pad, ceil_mode=ceil, count_include_pad=True)]
+        return [F.avg_pool2d(x, k, s, pad, ceil_mode=ceil, count_include_pad=not a.get("exclude_pad"))]
 
     def _masked_cpu(self, lo, n, shape, out_hw, kernel, stride, pad):
         """MAX pooling with its mask top: the first largest input's index h * W + w in its plane
@@ -207,7 +215,9 @@ class Pooling(Layer):
             init, acc, fin = "m = np.float32(-3.4028234663852886e38)", "m = max(m, x[r, IH, IW])", "m"
             fin_full = "m"
         elif a["pool"] == "AVE":
-            init, acc, fin = "m = Z", "m += x[r, IH, IW]", "m / np.float32((he - hs) * (we - ws))"
+            init, acc = "m = Z", "m += x[r, IH, IW]"
+            fin = ("m / np.float32((h1 - h0) * (min(we, W) - max(ws, 0)))".replace("W)", f"{i(W)})")
+                   if a["exclude_pad"] else "m / np.float32((he - hs) * (we - ws))")
             fin_full = f"m / np.float32({i(KH * KW)})"
         else:
             raise NetcError(f'layer "{n}": STOCHASTIC pooling has no inference kernel', d["loc"])
@@ -299,7 +309,10 @@ class Pooling(Layer):
             init, acc, fin = "m = float32(-3.4028234663852886e38)", f"m = max(m, {x})", "m"
         elif a["pool"] == "AVE":
             init, acc = f"m = {ZERO}", f"m += {x}"
-            fin = (f"m / float32({ix('(min(hs + ' + i(KH) + ', ' + i(H + PH) + ') - hs) * (min(ws + ' + i(KW) + ', ' + i(W + PW) + ') - ws)')})")
+            if a["exclude_pad"]:
+                fin = (f"m / float32({ix('(min(hs + ' + i(KH) + ', ' + i(H) + ') - max(hs, 0)) * (min(ws + ' + i(KW) + ', ' + i(W) + ') - max(ws, 0))')})")
+            else:
+                fin = (f"m / float32({ix('(min(hs + ' + i(KH) + ', ' + i(H + PH) + ') - hs) * (min(ws + ' + i(KW) + ', ' + i(W + PW) + ') - ws)')})")
         else:
             raise NetcError(f'layer "{n}": STOCHASTIC pooling has no inference kernel', d["loc"])
 
