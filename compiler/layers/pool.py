@@ -83,7 +83,7 @@ class Pooling(Layer):
         out += write_pair("pad", "pad_h", "pad_w", a["pad"], 0)
         if a["round_mode"] != "CEIL":
             out.append(("round_mode", a["round_mode"]))
-        if a["exclude_pad"]:
+        if a.get("exclude_pad"):
             out.append(("exclude_pad", True))
         return out
 
@@ -153,7 +153,7 @@ class Pooling(Layer):
             x = b.node("Pad", [ins[0], b.const(f"{n}_pads", [0, 0, hb, wb, 0, 0, he, we], np.int64), lowest], name=n)[0]
             return b.node("MaxPool", [x], name=n, kernel_shape=[KH, KW], strides=[SH, SW])
         x = ins[0]
-        if a["exclude_pad"]:    # ONNX's own divisor: the taps inside the input
+        if a.get("exclude_pad"):    # ONNX's own divisor: the taps inside the input
             return b.node("AveragePool", [x], name=n, kernel_shape=[KH, KW], strides=[SH, SW],
                           pads=[hb, wb, he, we], count_include_pad=0)
         pre = [min(PH, he), min(PW, we)]
@@ -217,7 +217,7 @@ class Pooling(Layer):
         elif a["pool"] == "AVE":
             init, acc = "m = Z", "m += x[r, IH, IW]"
             fin = ("m / np.float32((h1 - h0) * (min(we, W) - max(ws, 0)))".replace("W)", f"{i(W)})")
-                   if a["exclude_pad"] else "m / np.float32((he - hs) * (we - ws))")
+                   if a.get("exclude_pad") else "m / np.float32((he - hs) * (we - ws))")
             fin_full = f"m / np.float32({i(KH * KW)})"
         else:
             raise NetcError(f'layer "{n}": STOCHASTIC pooling has no inference kernel', d["loc"])
@@ -309,7 +309,7 @@ class Pooling(Layer):
             init, acc, fin = "m = float32(-3.4028234663852886e38)", f"m = max(m, {x})", "m"
         elif a["pool"] == "AVE":
             init, acc = f"m = {ZERO}", f"m += {x}"
-            if a["exclude_pad"]:
+            if a.get("exclude_pad"):
                 fin = (f"m / float32({ix('(min(hs + ' + i(KH) + ', ' + i(H) + ') - max(hs, 0)) * (min(ws + ' + i(KW) + ', ' + i(W) + ') - max(ws, 0))')})")
             else:
                 fin = (f"m / float32({ix('(min(hs + ' + i(KH) + ', ' + i(H + PH) + ') - hs) * (min(ws + ' + i(KW) + ', ' + i(W + PW) + ') - ws)')})")
