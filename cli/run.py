@@ -310,8 +310,8 @@ def weights_command(args) -> int:
 
 
 def convert_weights(args) -> int:
-    """caffemodel -> npz (exact with --model; else keyed by each layer's type) or npz (or a
-    caffemodel) -> caffemodel for --model's layers."""
+    """caffemodel -> npz (exact with --model; else keyed by each layer's type), npz (or a
+    caffemodel) -> caffemodel for --model's layers, or an ONNX file's initializers -> either."""
     from ..compiler.layers import lookup, REGISTRY
     from ..compiler.network import load
     from ..runtime import caffemodel
@@ -326,23 +326,32 @@ def convert_weights(args) -> int:
     if not to_caffe and dst.suffix.lower() != ".npz":
         raise NetcError(f"cannot tell what to write from {dst.name}: name it .npz or .caffemodel")
     net = None
+    if src.suffix.lower() == ".onnx":      # its weights belong to its own graph
+        if args.for_model:
+            raise NetcError(f"{src.name} carries its own graph: drop --model")
+        args.for_model = str(src)
     if args.for_model:
         net = load(args.for_model)
         net.analyze()
     if to_caffe:
         if net is None:
             raise NetcError("writing a .caffemodel needs --model MODEL: Caffe files carry each layer's type")
-        w = load_weights(net.graph, str(src))
+        w = dict(net.graph.graph["weights"]) if src.suffix.lower() == ".onnx" else load_weights(net.graph, str(src))
         layers = []
         for n in net.graph.nodes:
             d = net.graph.nodes[n]
-            blobs = [w[f"{n}.{k}"] for k in REGISTRY[d["type"]].caffe_blobs(d["attrs"]) if f"{n}.{k}" in w]
+            layer = REGISTRY[d["type"]]
+            spare = {k: np.ones(shape, np.float32) for k, shape in layer.optional_blobs(d["attrs"]).items()}
+            blobs = [w.get(f"{n}.{k}", spare.get(k)) for k in layer.caffe_blobs(d["attrs"])
+                     if f"{n}.{k}" in w or k in spare]     # Caffe's BatchNorm keeps its factor (1) in place
             if blobs:
                 layers.append((n, d["type"], blobs))
         caffemodel.write(dst, net.name, layers)
         print(f"wrote {plain(str(dst))}: {len(layers)} layers, {sum(b.size for _, _, bs in layers for b in bs):,} values")
         return 0
-    if net is not None:
+    if src.suffix.lower() == ".onnx":
+        w = dict(net.graph.graph["weights"])
+    elif net is not None:
         w = load_weights(net.graph, str(src))
         for note in net.graph.graph.get("weight_notes", []):
             print(f"note: {plain(note)}", file=sys.stderr)

@@ -164,3 +164,21 @@ def test_symbolic_sizes_take_input_shape(tmp_path, capsys):
     assert 'unknown size on axis 2 (h): give it with --input-shape x=1x3xHxW' in capsys.readouterr().err
     assert main(["analyze", str(path), "--input-shape", "x=1x3x48x192", "--format", "json"]) == 0
     assert '"output_shapes": [\n    [\n     1,\n     3,\n     48,\n     192' in capsys.readouterr().out
+
+
+def test_onnx_to_prototxt_and_caffemodel_runs_the_same(tmp_path, capsys):
+    """`convert` and `weights convert` take an ONNX file to Caffe's two files; netc runs those
+    as ONNX Runtime runs the original."""
+    path = tmp_path / "t.onnx"
+    torch_style_model(path)
+    proto, caffemodel, npz = tmp_path / "t.prototxt", tmp_path / "t.caffemodel", tmp_path / "t.npz"
+    assert main(["convert", str(path), "--to", "prototxt", "-o", str(proto)]) == 0
+    assert main(["weights", "convert", str(path), "-o", str(caffemodel)]) == 0
+    assert main(["weights", "convert", str(path), "-o", str(npz)]) == 0
+    assert main(["weights", "convert", str(path), "-o", str(npz), "--model", str(proto)]) == 2
+    assert "carries its own graph" in capsys.readouterr().err
+    x = np.random.default_rng(3).standard_normal((1, 3, 12, 10)).astype(np.float32)
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    for weights in (caffemodel, npz):
+        got = netc.load(proto).compile(weights=str(weights)).run({"x": x})["prob"]
+        assert rel(got, want) < 1e-5
