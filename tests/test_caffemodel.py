@@ -164,7 +164,8 @@ def test_weights_convert_both_ways(tmp_path, capsys):
     assert main(["weights", "convert", str(tmp_path / "w.npz"), "-o", str(tmp_path / "back.caffemodel"),
                  "--model", str(proto)]) == 0
     back = caffe_proto.parse((tmp_path / "back.caffemodel").read_bytes())     # protobuf reads netc's file
-    assert back["bn"][0] == "BatchNorm" and len(back["bn"][1]) == 2           # mean, var (no factor stored)
+    # mean, var and the factor Caffe's BatchNorm requires as its third blob (1: the statistics as they are)
+    assert back["bn"][0] == "BatchNorm" and len(back["bn"][1]) == 3 and back["bn"][1][2].tolist() == [1.0]
     assert np.array_equal(back["fc"][1][0], w["fc.weight"]) and np.array_equal(back["conv"][1][1], w["conv.bias"])
     assert main(["weights", "convert", str(src), "-o", str(tmp_path / "loose.npz")]) == 0
     assert set(np.load(tmp_path / "loose.npz")) == set(w)
