@@ -237,3 +237,19 @@ def test_prototxt_to_onnx_to_netc_keeps_analysis_and_outputs(model, tmp_path):
     y1 = ex1.run({ex1.required_inputs[0]: x})[ex1.outputs[-1]]
     y2 = ex2.run({ex2.required_inputs[0]: x})[ex2.outputs[-1]]
     assert rel(y2, y1) < 1e-5
+
+
+def test_opset18_and_paddle_style_constants(tmp_path):
+    """Weights in Constant nodes (paddle2onnx), ReduceMean's axes and Split's num_outputs as
+    opset 18 spells them."""
+    w = RNG.standard_normal((6, 3, 3, 3)).astype(np.float32) * 0.3
+    nodes = [helper.make_node("Constant", [], ["w"], value=numpy_helper.from_array(w, "w")),
+             helper.make_node("Constant", [], ["b"], value_floats=[0.1, -0.2, 0.3, 0.0, 0.5, -0.1]),
+             helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Split", ["c"], ["s1", "s2", "s3"], axis=1, num_outputs=3),
+             helper.make_node("Constant", [], ["axes"], value_ints=[2, 3]),
+             helper.make_node("ReduceMean", ["s2", "axes"], ["m"], keepdims=0),
+             helper.make_node("Max", ["s1", "s3"], ["mx"])]
+    path = save(tmp_path, nodes, [("x", ["batch", 3, 6, 6])], ["m", "mx"], opset=18)
+    net, _ = against_ort(path, {"x": [1, 3, 6, 6]}, batch=2)
+    assert net.analyze().totals["params"] == w.size + 6
