@@ -169,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="convert: the model the weights belong to (needed to write a .caffemodel; makes "
                    "reading one exact)")
 
+    from .explain import add_parser as add_explain
+    add_explain(sub, _model, positive, natural)
+
     p = sub.add_parser("layers", help="every layer type: family, aliases, parameters, cost rule, targets")
     p.add_argument("--family", default=None, help="only this family (conv, pool, activation, ...)")
     p.add_argument("--format", choices=("text", "json"), default="text")
@@ -314,6 +317,11 @@ def cmd_build(args):
 def cmd_weights(args):
     from .run import weights_command
     return weights_command(args)
+
+
+def cmd_explain(args):
+    from .explain import explain_command
+    return explain_command(args)
 
 
 def cmd_layers(args):
