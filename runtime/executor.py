@@ -40,7 +40,8 @@ def load_module(source: str, target: str = "cpu"):
     return modules.import_source(source, target)
 
 
-def generate(net, batch: int | None = None, weights=None, seed: int = 0, blobs=(), target_lower=None):
+def generate(net, batch: int | None = None, weights=None, seed: int = 0, blobs=(), target_lower=None,
+             keep_every: bool = False):
     """(Program, context) for a network: analysis at `batch` (default 1, as `netc analyze`),
     weights loaded or made, arena offsets assigned, kernels generated (not yet compiled) by
     `target_lower` (default: the CPU target's `lower`)."""
@@ -65,6 +66,8 @@ def generate(net, batch: int | None = None, weights=None, seed: int = 0, blobs=(
             from ..compiler.errors import did_you_mean
             raise NetcError(f'no blob named "{b}"' + did_you_mean(b, list(blob_key)))
         keep.add(blob_key[b])
+    if keep_every:      # every layer's own output, before any in-place layer overwrites it (backward)
+        keep = {(n, p) for n in order for p in range(len(g.nodes[n]["tops"]))}
     if target_lower is None:
         prog = lower(g, w, buffer_of, keep, parallel=loops_parallel())
     else:
@@ -119,10 +122,13 @@ class Executable:
     Attributes for tools: `program` (what the target generated), `analysis`, `weights`,
     `inputs` / `outputs` (blob names), `arena_bytes`, `peak_bytes`, `target`."""
 
-    def __init__(self, net, weights=None, batch: int | None = None, seed: int = 0, blobs=(), target=None):
+    def __init__(self, net, weights=None, batch: int | None = None, seed: int = 0, blobs=(), target=None,
+                 keep_every: bool = False):
         self.network = net
         self.target = target if target is not None else CpuTarget()
-        self.program, ctx = generate(net, batch, weights, seed, blobs, target_lower=self.target.lower)
+        self.keep_every = keep_every
+        self.program, ctx = generate(net, batch, weights, seed, blobs, target_lower=self.target.lower,
+                                     keep_every=keep_every)
         self.analysis, self.weights, self.blob_key = ctx["analysis"], ctx["weights"], ctx["blob_key"]
         self.order = ctx["order"]
         self.target.load(self.program, ctx["offsets"], ctx["length"], batch or 1)
@@ -229,6 +235,23 @@ class Executable:
         for o in self.outputs:
             if o not in got:
                 got[o] = self.target.fetch(self.blob_key[o])
+        self.target.sync()
+        return got
+
+    def values(self, feeds: dict) -> dict:
+        """(layer, port) -> every layer's output as it wrote it (before in-place layers write
+        over it): what the backward pass reads. Needs compile(..., keep_every=True)."""
+        if not self.keep_every:
+            raise NetcError("values() needs an executable compiled with keep_every=True")
+        self._feed(feeds)
+        got = {}
+        g = self.network.graph
+        for n in self.order:
+            k = self.program.step_at.get(n)
+            if k is not None:
+                self.target.launch(k)
+            for p in range(len(g.nodes[n]["tops"])):
+                got[(n, p)] = self.target.fetch((n, p))
         self.target.sync()
         return got
 

@@ -23,6 +23,14 @@ class _Pointwise(Layer):
     def element_ops(self, a) -> Ops:
         return self.per_element
 
+    def backward(self, dys, xs, ys, a, p, rule):
+        d = self.derivative(xs[0], ys[0], a)
+        return None if d is None else [dys[0] * d]
+
+    def derivative(self, x, y, a):
+        """dy/dx per element (numpy arrays of the forward's input and output); None: no rule."""
+        return None
+
     @property
     def cost(self) -> str:
         e = self.per_element
@@ -83,6 +91,18 @@ class ReLU(_Pointwise):
     params = (Param("negative_slope", "float", 0.0, min=None),)
     short = "relu"
 
+    def backward(self, dys, xs, ys, a, p, rule):
+        """The rules of the visualization papers: backprop (f > 0) R (a leak passes slope R),
+        deconvnet (R > 0) R, guided backpropagation (f > 0) (R > 0) R."""
+        import numpy as np
+        dy, x = dys[0], xs[0]
+        if rule == "deconvnet":
+            return [np.maximum(dy, 0)]
+        if rule == "guided":
+            return [dy * ((x > 0) & (dy > 0))]
+        s = a["negative_slope"]
+        return [np.where(x > 0, dy, dy * np.float32(s))]
+
     def element_ops(self, a):
         return Ops(comp=1, mul=1 if a["negative_slope"] else 0)
 
@@ -109,6 +129,12 @@ class PReLU(_Pointwise):
 
     def param_shapes(self, ins, a):
         return {"weight": (1,) if a["channel_shared"] else (ins[0][1],)}
+
+    def backward(self, dys, xs, ys, a, p, rule):
+        import numpy as np
+        x, w = xs[0], p("weight")
+        slope = w.reshape((1, -1) + (1,) * (x.ndim - 2)) if w.size > 1 else w.reshape(())
+        return [np.where(x > 0, dys[0], dys[0] * slope)]
 
     def reference(self, torch, xs, a, p, node):
         return [torch.nn.functional.prelu(xs[0], p("weight"))]
@@ -168,6 +194,10 @@ class ELU(_Pointwise):
     short = "elu"
     per_element = Ops(comp=1, exp=1, add=1, mul=1)
 
+    def derivative(self, x, y, a):
+        import numpy as np
+        return np.where(x > 0, np.float32(1), y + np.float32(a["alpha"]))
+
     def activation(self, a, k):
         return [f"v = v if v > {k.zero} else {k.f32(a['alpha'])} * ({k.math}.exp(v) - {k.one})"]
 
@@ -185,6 +215,9 @@ class Sigmoid(_Pointwise):
     messages = ("sigmoid_param",)
     short = "sigmoid"
     per_element = Ops(exp=1, add=1, div=1)
+
+    def derivative(self, x, y, a):
+        return y * (1 - y)
 
     def activation(self, a, k):
         return [f"v = {k.one} / ({k.one} + {k.math}.exp(-v))"]
@@ -205,6 +238,11 @@ class HardSigmoid(_Pointwise):
     short = "hsigmoid"
     per_element = Ops(mul=1, add=1, comp=2)
 
+    def derivative(self, x, y, a):
+        import numpy as np
+        t = x * np.float32(a["alpha"]) + np.float32(a["beta"])
+        return ((t > 0) & (t < 1)) * np.float32(a["alpha"])
+
     def activation(self, a, k):
         return [f"v = min(max(v * {k.f32(a['alpha'])} + {k.f32(a['beta'])}, {k.zero}), {k.one})"]
 
@@ -221,6 +259,10 @@ class HardSwish(_Pointwise):
     type = "HardSwish"
     short = "hswish"
     per_element = Ops(mul=2, add=1, comp=2)
+
+    def derivative(self, x, y, a):
+        import numpy as np
+        return np.where(x < -3, np.float32(0), np.where(x > 3, np.float32(1), x / 3 + np.float32(0.5)))
 
     def activation(self, a, k):
         return [f"v = v * min(max(v * {k.f32(1 / 6)} + {k.f32(0.5)}, {k.zero}), {k.one})"]
@@ -242,6 +284,10 @@ class SELU(_Pointwise):
     short = "selu"
     per_element = Ops(comp=1, exp=1, add=1, mul=2)
 
+    def derivative(self, x, y, a):
+        import numpy as np
+        return np.where(x > 0, np.float32(a["gamma"]), y + np.float32(a["gamma"] * a["alpha"]))
+
     def activation(self, a, k):
         al, ga = k.f32(a["alpha"]), k.f32(a["gamma"])
         return [f"v = {ga} * v if v > {k.zero} else {ga} * ({al} * ({k.math}.exp(v) - {k.one}))"]
@@ -262,6 +308,9 @@ class TanH(_Pointwise):
     short = "tanh"
     per_element = Ops(exp=2, add=2, div=1)
 
+    def derivative(self, x, y, a):
+        return 1 - y * y
+
     def activation(self, a, k):
         return [f"v = {k.math}.tanh(v)"]
 
@@ -279,6 +328,10 @@ class AbsVal(_Pointwise):
     short = "abs"
     per_element = Ops(comp=1)
 
+    def derivative(self, x, y, a):
+        import numpy as np
+        return np.sign(x)
+
     def activation(self, a, k):
         return ["v = abs(v)"]
 
@@ -294,6 +347,10 @@ class BNLL(_Pointwise):
     type = "BNLL"
     short = "bnll"
     per_element = Ops(exp=2, add=1)
+
+    def derivative(self, x, y, a):
+        import numpy as np
+        return 1 / (1 + np.exp(-x))
 
     def activation(self, a, k):
         m, z = k.math, k.zero
@@ -315,6 +372,9 @@ class Clip(_Pointwise):
     params = (Param("min", "float", 0.0, min=None), Param("max", "float", 6.0, min=None))
     short = "clip"
     per_element = Ops(comp=2)
+
+    def derivative(self, x, y, a):
+        return ((x >= a["min"]) & (x <= a["max"])).astype(x.dtype)
 
     def written_params(self, a):
         return [("min", a["min"]), ("max", a["max"])]   # BVLC's clip_param requires both
@@ -339,6 +399,13 @@ class Power(_Pointwise):
     params = (Param("power", "float", 1.0, min=None), Param("scale", "float", 1.0, min=None),
               Param("shift", "float", 0.0, min=None))
     short = "power"
+
+    def derivative(self, x, y, a):
+        import numpy as np
+        pw, sc, sh = a["power"], a["scale"], a["shift"]
+        if pw == 1:
+            return np.full_like(x, sc)
+        return np.float32(pw * sc) * np.power(sh + sc * x, np.float32(pw - 1))
 
     def element_ops(self, a):
         return Ops(mul=1 if a["scale"] != 1 else 0, add=1 if a["shift"] else 0,
@@ -378,6 +445,9 @@ class Dropout(_Pointwise):
     short = "drop"
     family = "activation"
 
+    def backward(self, dys, xs, ys, a, p, rule):
+        return [dys[0]]          # inference: the identity
+
     def activation(self, a, k):
         return []
 
@@ -396,6 +466,11 @@ class Swish(_Pointwise):
     messages = ("swish_param",)
     params = (Param("beta", "float", 1.0, min=None),)
     short = "swish"
+
+    def derivative(self, x, y, a):
+        import numpy as np
+        s = 1 / (1 + np.exp(-np.float32(a["beta"]) * x))
+        return s + np.float32(a["beta"]) * x * s * (1 - s)
 
     def element_ops(self, a):
         return Ops(mul=1 if a["beta"] != 1 else 0, exp=1, add=1, div=1)
@@ -454,6 +529,10 @@ class Exp(_BaseShiftScale):
     messages = ("exp_param",)
     short = "exp"
 
+    def derivative(self, x, y, a):
+        import numpy as np
+        return y * np.float32(_log_of_base(a["base"]) * a["scale"])
+
     def activation(self, a, k):
         lines = self._inner(a, k)
         ln = _log_of_base(a["base"])
@@ -476,6 +555,10 @@ class Log(_BaseShiftScale):
     type = "Log"
     messages = ("log_param",)
     short = "log"
+
+    def derivative(self, x, y, a):
+        import numpy as np
+        return np.float32(a["scale"] / _log_of_base(a["base"])) / (np.float32(a["shift"]) + np.float32(a["scale"]) * x)
 
     def activation(self, a, k):
         lines = self._inner(a, k)
@@ -500,6 +583,10 @@ class Threshold(_Pointwise):
     params = (Param("threshold", "float", 0.0, min=None),)
     short = "threshold"
     per_element = Ops(comp=1)
+
+    def derivative(self, x, y, a):
+        import numpy as np
+        return np.zeros_like(x)      # a step: zero almost everywhere
 
     def activation(self, a, k):
         return [f"v = {k.one} if v > {k.f32(a['threshold'])} else {k.zero}"]

@@ -257,6 +257,14 @@ class Layer:
         `p(blob)`: a weight tensor, `node`: the IR node (shapes, tops)."""
         raise NotImplementedError(f"no torch reference for {self.type}")
 
+    def backward(self, dys: list, xs: list, ys: list, a: dict, p, rule: str) -> list | None:
+        """Gradients with respect to the inputs (None where none flows) from those with respect
+        to the outputs (None where none came): xs and ys are the forward's inputs and outputs
+        (float32 arrays), p(blob) the layer's weights, `rule` explain's ReLU rule ("backprop",
+        "deconvnet", "guided"). None: this type has no backward rule (yet). Weight gradients
+        would go beside these, per layer, when training needs them."""
+        return None
+
     # ---- kernels ------------------------------------------------------------------------
     # lower_<target>(lo, n) emits node n's step through the target's Lowering `lo`
     # (compiler/codegen/cpu.py, cuda.py: views, parameters, kernel registration, fusion) and

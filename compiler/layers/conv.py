@@ -109,6 +109,25 @@ class Convolution(_ConvBase):
     aliases = ("CONVOLUTION", "Conv")
     short = "conv"
 
+    def backward(self, dys, xs, ys, a, p, rule):
+        """dx per image and group: the kernels transposed times dy (sgemm), summed back over the
+        windows (col2im)."""
+        import numpy as np
+        from ..codegen.grad_kit import col2im
+        x, dy, w = xs[0], dys[0], p("weight")
+        N, C, H, W = x.shape
+        _, O, OH, OW = dy.shape
+        G = self.groups(C, a)
+        CG, OG = C // G, O // G
+        (KH, KW), (SH, SW), (PH, PW), (DH, DW) = a["kernel"], a["stride"], a["pad"], a["dilation"]
+        dx = np.empty_like(x)
+        for g in range(G):
+            wt = np.ascontiguousarray(w[g * OG:(g + 1) * OG].reshape(OG, -1).T)
+            for n in range(N):
+                cols = wt @ dy[n, g * OG:(g + 1) * OG].reshape(OG, OH * OW)
+                dx[n, g * CG:(g + 1) * CG] = col2im(cols, CG, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW)
+        return [dx]
+
     def shapes(self, ins, a, loc):
         require_4d(self, ins[0], loc)
         n, c, h, w = ins[0]
@@ -443,6 +462,24 @@ class ConvolutionDepthwise(Convolution):
 @register
 class Deconvolution(_ConvBase):
     type = "Deconvolution"
+
+    def backward(self, dys, xs, ys, a, p, rule):
+        """dx = the convolution of dy by the same kernels (im2col of dy, then sgemm)."""
+        import numpy as np
+        from ..codegen.grad_kit import im2col
+        x, dy, w = xs[0], dys[0], p("weight")
+        N, C, H, W = x.shape
+        O = dy.shape[1]
+        G = a["group"]
+        CG, OG = C // G, O // G
+        (KH, KW), (SH, SW), (PH, PW), (DH, DW) = a["kernel"], a["stride"], a["pad"], a["dilation"]
+        dx = np.empty_like(x)
+        for g in range(G):
+            wg = np.ascontiguousarray(w[g * CG:(g + 1) * CG].reshape(CG, -1))
+            for n in range(N):
+                cols = im2col(np.ascontiguousarray(dy[n, g * OG:(g + 1) * OG]), KH, KW, SH, SW, PH, PW, DH, DW, H, W)
+                dx[n, g * CG:(g + 1) * CG] = (wg @ cols).reshape(CG, H, W)
+        return [dx]
     cost = "MACs: input elements x (num_output / group) x kh x kw; + 1 add per output with a bias"
     aliases = ("DECONVOLUTION", "ConvTranspose")
     short = "deconv"

@@ -86,6 +86,13 @@ class InnerProduct(Layer):
     def brief(self, a):
         return f"\u00d7{a['num_output']}"
 
+    def backward(self, dys, xs, ys, a, p, rule):
+        x = xs[0]
+        w = p("weight")
+        w = w.T if a["transpose"] else w          # [out, in]
+        dy = dys[0].reshape(-1, w.shape[0])
+        return [(dy @ w).reshape(x.shape)]
+
     def reference(self, torch, xs, a, p, node):
         xf = xs[0].flatten(a["axis"] % xs[0].dim())
         wt = p("weight").T if a["transpose"] else p("weight")

@@ -61,6 +61,29 @@ class Eltwise(Layer):
                    for x, c in zip(ins, a["coeff"])]
         return b.node("Sum" if a["operation"] == "SUM" else "Max", ins, name=n)
 
+    def backward(self, dys, xs, ys, a, p, rule):
+        """SUM: coeff times dy; PROD: dy times the other inputs; MAX: dy to the first input
+        holding the maximum (eltwise_layer.cpp's mask)."""
+        import numpy as np
+        dy = dys[0]
+        if a["operation"] == "SUM":
+            return [np.float32(c) * dy for c in (a["coeff"] or (1.0,) * len(xs))]
+        if a["operation"] == "PROD":
+            out = []
+            for k in range(len(xs)):
+                g = dy
+                for j, v in enumerate(xs):
+                    if j != k:
+                        g = g * v
+                out.append(g)
+            return out
+        best = np.zeros(xs[0].shape, np.int64)
+        top = xs[0]
+        for k, v in enumerate(xs[1:], 1):
+            best = np.where(v > top, k, best)
+            top = np.maximum(top, v)
+        return [dy * (best == k) for k in range(len(xs))]
+
     def reference(self, torch, xs, a, p, node):
         if a["operation"] == "SUM":
             coeff = a["coeff"] or (1.0,) * len(xs)
@@ -142,6 +165,11 @@ class Concat(Layer):
     def onnx(self, b, n, d, ins):
         return b.node("Concat", ins, name=n, axis=int(d["attrs"]["axis"]) % len(d["shapes"][0]))
 
+    def backward(self, dys, xs, ys, a, p, rule):
+        import numpy as np
+        ax = a["axis"] % xs[0].ndim
+        return np.split(dys[0], np.cumsum([x.shape[ax] for x in xs])[:-1], axis=ax)
+
     def reference(self, torch, xs, a, p, node):
         return [torch.cat(xs, a["axis"])]
 
@@ -207,6 +235,11 @@ class Slice(Layer):
         sizes = b.const(f"{n}_sizes", [s[ax] for s in d["shapes"]], np.int64)
         return b.node("Split", [ins[0], sizes], len(d["shapes"]), name=n, axis=ax)
 
+    def backward(self, dys, xs, ys, a, p, rule):
+        import numpy as np
+        ax = a["axis"] % xs[0].ndim
+        return [np.concatenate([d if d is not None else np.zeros_like(y) for d, y in zip(dys, ys)], axis=ax)]
+
     def reference(self, torch, xs, a, p, node):
         ax = a["axis"] % xs[0].dim()
         return list(torch.split(xs[0], [s[ax] for s in node["shapes"]], ax))
@@ -251,6 +284,10 @@ class Split(Layer):
     def onnx(self, b, n, d, ins):
         return [b.node("Identity", [ins[0]], name=n)[0] for _ in d["tops"]]
 
+    def backward(self, dys, xs, ys, a, p, rule):
+        got = [d for d in dys if d is not None]
+        return [sum(got[1:], got[0].copy())]
+
     def reference(self, torch, xs, a, p, node):
         return [xs[0].clone() for _ in node["tops"]]
 
@@ -290,6 +327,11 @@ class ShuffleChannel(Layer):
         split = b.node("Reshape", [ins[0], b.const(f"{n}_groups", [0, g, shape[1] // g, -1], np.int64)], name=n)[0]
         swapped = b.node("Transpose", [split], name=n, perm=[0, 2, 1, 3])[0]
         return b.node("Reshape", [swapped, b.const(f"{n}_shape", [0, *shape[1:]], np.int64)], name=n)
+
+    def backward(self, dys, xs, ys, a, p, rule):
+        dy, gp = dys[0], a["group"]
+        n, c = dy.shape[:2]
+        return [dy.reshape(n, c // gp, gp, -1).transpose(0, 2, 1, 3).reshape(dy.shape)]
 
     def reference(self, torch, xs, a, p, node):
         x, gp = xs[0], a["group"]

@@ -151,6 +151,17 @@ class BatchNorm(_AffineKernels):
                                              b.weight(n, "mean", w[f"{n}.mean"] * f), b.weight(n, "var", w[f"{n}.var"] * f)],
                       name=n, epsilon=float(a["eps"]))
 
+    def backward(self, dys, xs, ys, a, p, rule):
+        """Inference normalizes with stored statistics: per channel, dy times weight / std."""
+        import numpy as np
+        f = float(np.asarray(p("moving_average_factor", np.ones(1))).reshape(-1)[0])
+        f = 1.0 / f if f != 0 else 1.0
+        m = 1.0 / np.sqrt(p("var") * f + a["eps"])
+        if a["affine"]:
+            m = m * p("weight")
+        shape = (1, -1) + (1,) * (xs[0].ndim - 2)
+        return [dys[0] * m.astype(np.float32).reshape(shape)]
+
     def reference(self, torch, xs, a, p, node):
         f = p("moving_average_factor", torch.ones(1))[0]
         f = 1 / f if f != 0 else 1
@@ -317,6 +328,18 @@ class _ChannelAffine(_AffineKernels):
         return b.node("Add", [y, given if len(ins) == 2 else b.weight(n, "bias", b.w[f"{n}.bias"].reshape(shape))],
                       name=n)
 
+    def backward(self, dys, xs, ys, a, p, rule):
+        """dy times the blob (Scale) or dy (Bias); a second input's gradient sums over the axes
+        it was broadcast along."""
+        x, dy = xs[0], dys[0]
+        axis, span = self.broadcast([t.shape for t in xs], a)
+        shape = (1,) * axis + tuple(x.shape[axis:axis + span]) + (1,) * (x.ndim - axis - span)
+        other = tuple(k for k in range(x.ndim) if not axis <= k < axis + span)
+        if self.type == "Bias":
+            return [dy] + ([dy.sum(axis=other).reshape(xs[1].shape)] if len(xs) == 2 else [])
+        m = (xs[1] if len(xs) == 2 else p("weight")).reshape(shape)
+        return [dy * m] + ([(dy * x).sum(axis=other).reshape(xs[1].shape)] if len(xs) == 2 else [])
+
     def reference(self, torch, xs, a, p, node):
         x = xs[0]
         axis, span = self.broadcast([tuple(t.shape) for t in xs], a)
@@ -408,6 +431,16 @@ class Normalize(Layer):
         w = b.w[f"{n}.weight"]
         w = w.reshape((-1,) + (1,) * (rank - 2)) if w.size > 1 else w
         return b.node("Mul", [b.node("Div", [x, norm], name=n)[0], b.weight(n, "weight", w)], name=n)
+
+    def backward(self, dys, xs, ys, a, p, rule):
+        """y = w z, z = x / |x|: dx = (dz - z sum(dz z)) / |x| over the normalized axes."""
+        import numpy as np
+        x = xs[0].astype(np.float64)
+        dims = tuple(range(1, x.ndim)) if a["across_spatial"] else (1,)
+        norm = np.sqrt((x * x).sum(dims, keepdims=True) + a["eps"])
+        z = x / norm
+        dz = dys[0] * p("weight").reshape((1, -1) + (1,) * (x.ndim - 2))
+        return [((dz - z * (dz * z).sum(dims, keepdims=True)) / norm).astype(np.float32)]
 
     def reference(self, torch, xs, a, p, node):
         x = xs[0]

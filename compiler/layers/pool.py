@@ -162,6 +162,24 @@ class Pooling(Layer):
         return b.node("AveragePool", [x], name=n, kernel_shape=[KH, KW], strides=[SH, SW],
                       pads=[0, 0, he - pre[0], we - pre[1]], count_include_pad=0)
 
+    def backward(self, dys, xs, ys, a, p, rule):
+        """MAX: to the first largest input of each window (Caffe's routing); AVE: spread by the
+        forward's divisor."""
+        from ..codegen.grad_kit import ave_pool_back, max_pool_back
+        if len(dys) > 1 and dys[1] is not None:
+            return None                       # the mask top carries indices, not values
+        x, dy = xs[0], dys[0]
+        N, C, H, W = x.shape
+        (KH, KW), (SH, SW), (PH, PW) = self.geometry(x.shape, a)
+        dy3 = dy.reshape(N * C, *dy.shape[2:])
+        if a["pool"] == "MAX":
+            dx = max_pool_back(x.reshape(N * C, H, W), dy3, KH, KW, SH, SW, PH, PW)
+        elif a["pool"] == "AVE":
+            dx = ave_pool_back(dy3, H, W, KH, KW, SH, SW, PH, PW, bool(a.get("exclude_pad")))
+        else:
+            return None
+        return [dx.reshape(x.shape)]
+
     def reference(self, torch, xs, a, p, node):
         F, x = torch.nn.functional, xs[0]
         k, s, pad = (x.shape[2:], (1, 1), (0, 0)) if a["global_pooling"] else (a["kernel"], a["stride"], a["pad"])
@@ -386,6 +404,22 @@ class LRN(Layer):
         base = b.node("Add", [b.node("Mul", [avg, b.const(f"{n}_alpha", a["alpha"])], name=n)[0],
                               b.const(f"{n}_one", 1.0)], name=n)[0]
         return b.node("Mul", [x, b.node("Pow", [base, b.const(f"{n}_beta", -a["beta"])], name=n)[0]], name=n)
+
+    def backward(self, dys, xs, ys, a, p, rule):
+        """Across channels (lrn_layer.cpp's backward): dx = dy s^-beta - 2 alpha beta / n x
+        sum over the window of dy y / s, s = k + alpha / n sum of x^2 over the window."""
+        import numpy as np
+        if a["norm_region"] != "ACROSS_CHANNELS":
+            return None
+        x, y, dy = xs[0].astype(np.float64), ys[0].astype(np.float64), dys[0].astype(np.float64)
+        n, half = a["local_size"], (a["local_size"] - 1) // 2
+
+        def window_sum(v):
+            c = np.cumsum(np.pad(v, ((0, 0), (half + 1, half), (0, 0), (0, 0))), axis=1)
+            return c[:, n:] - c[:, :-n]
+        s = a["k"] + a["alpha"] / n * window_sum(x * x)
+        dx = dy * s ** -a["beta"] - 2 * a["alpha"] * a["beta"] / n * x * window_sum(dy * y / s)
+        return [dx.astype(np.float32)]
 
     def reference(self, torch, xs, a, p, node):
         F, x, size = torch.nn.functional, xs[0], a["local_size"]

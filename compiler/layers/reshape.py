@@ -47,6 +47,9 @@ class Flatten(Layer):
     def onnx(self, b, n, d, ins):
         return onnx_reshape(b, n, d, ins[0])
 
+    def backward(self, dys, xs, ys, a, p, rule):
+        return [dys[0].reshape(xs[0].shape)]
+
     def reference(self, torch, xs, a, p, node):
         return [xs[0].reshape(node["shapes"][0])]
 
@@ -96,6 +99,9 @@ class Reshape(Layer):
     def onnx(self, b, n, d, ins):
         return onnx_reshape(b, n, d, ins[0])
 
+    def backward(self, dys, xs, ys, a, p, rule):
+        return [dys[0].reshape(xs[0].shape)]
+
     def reference(self, torch, xs, a, p, node):
         return [xs[0].reshape(node["shapes"][0])]
 
@@ -123,6 +129,11 @@ class Permute(Layer):
         if b.dynamic and order[0] != 0:
             raise NetcError(f'layer "{n}" (Permute) moves the batch axis: export it without --dynamic-batch', d["loc"])
         return b.node("Transpose", [ins[0]], name=n, perm=[int(o) for o in order])
+
+    def backward(self, dys, xs, ys, a, p, rule):
+        import numpy as np
+        order = list(a["order"]) + [i for i in range(xs[0].ndim) if i not in a["order"]]
+        return [np.ascontiguousarray(dys[0].transpose(np.argsort(order)))]
 
     def reference(self, torch, xs, a, p, node):
         order = list(a["order"]) + [i for i in range(xs[0].dim()) if i not in a["order"]]
@@ -179,6 +190,18 @@ class Crop(Layer):
         return b.node("Slice", [ins[0], b.const(f"{n}_starts", starts, np.int64), b.const(f"{n}_ends", ends, np.int64),
                                 b.const(f"{n}_axes", axes, np.int64)], name=n)
 
+    def backward(self, dys, xs, ys, a, p, rule):
+        import numpy as np
+        x, ref = xs
+        ax, offs = a["axis"] % x.ndim, list(a["offset"])
+        index = [slice(None)] * x.ndim
+        for i in range(ax, x.ndim):
+            o = offs[0] if len(offs) == 1 else offs[i - ax] if offs else 0
+            index[i] = slice(o, o + ref.shape[i])
+        dx = np.zeros_like(x)
+        dx[tuple(index)] = dys[0]
+        return [dx, None]
+
     def reference(self, torch, xs, a, p, node):
         x, ref = xs
         ax, offs = a["axis"] % x.dim(), list(a["offset"])
@@ -229,6 +252,10 @@ class Softmax(Layer):
     def ops(self, ins, outs, a):
         n = numel(outs[0])
         return Ops(comp=n, add=2 * n, exp=n, div=n)  # max, subtract, exp, sum, divide
+
+    def backward(self, dys, xs, ys, a, p, rule):
+        y, dy = ys[0], dys[0]
+        return [y * (dy - (dy * y).sum(axis=a["axis"], keepdims=True))]
 
     def reference(self, torch, xs, a, p, node):
         return [torch.nn.functional.softmax(xs[0], a["axis"])]

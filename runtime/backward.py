@@ -1,0 +1,56 @@
+"""The backward pass: gradients with respect to the activations, walked in reverse order over
+the forward's own values, each layer's rule in its module (`Layer.backward`).
+
+A gradient lives from the step of its last reader until its producer's step (then it is
+dropped): the backward plan next to the forward's. The forward values all stay, read from an
+executable compiled with keep_every=True (nothing fused, nothing overwritten before it is read).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..compiler.errors import NetcError
+from ..compiler.layers import REGISTRY
+
+RULES = ("backprop", "deconvnet", "guided")
+
+
+def gradients(ex, feeds: dict, seeds: dict, rule: str = "backprop", wanted=()) -> dict:
+    """{key: d(sum of seeds . outputs)/d key} for the `wanted` (layer, port) keys, seeds given as
+    {(layer, port): gradient array}; the forward runs first on `feeds`."""
+    if rule not in RULES:
+        raise NetcError(f'unknown backward rule "{rule}" (use {", ".join(RULES)})')
+    g = ex.network.graph
+    values = ex.values(feeds)
+    grads = {k: np.asarray(v, np.float32) for k, v in seeds.items()}
+    wanted = set(wanted)
+    got = {}
+    for n in reversed(ex.order):
+        d = g.nodes[n]
+        layer = REGISTRY[d["type"]]
+        dys = [grads.pop((n, p), None) for p in range(len(d["tops"]))]
+        for p, dy in enumerate(dys):
+            if (n, p) in wanted:
+                got[(n, p)] = dy if dy is not None else np.zeros_like(values[(n, p)])
+        if layer.source or all(dy is None for dy in dys) or not d["inputs"]:
+            continue
+
+        def param(blob, *default, n=n):
+            key = f"{n}.{blob}"
+            if key in ex.weights:
+                return np.asarray(ex.weights[key], np.float32)
+            if default:
+                return default[0]
+            raise KeyError(key)
+        xs = [values[src] for src in d["inputs"]]
+        ys = [values[(n, p)] for p in range(len(d["tops"]))]
+        dxs = layer.backward(dys, xs, ys, d["attrs"], param, rule)
+        if dxs is None:
+            raise NetcError(f'layer "{n}" ({d["type"]}) has no backward rule: netc cannot take gradients '
+                            f"through it yet", d["loc"])
+        for src, dx in zip(d["inputs"], dxs):
+            if dx is None:
+                continue
+            dx = np.asarray(dx, np.float32)
+            grads[src] = grads[src] + dx if src in grads else dx
+    return got

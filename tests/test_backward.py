@@ -1,0 +1,115 @@
+"""Each layer's backward rule against torch autograd through the layer's torch reference
+(float64), on the shared test networks (every output seeded with a random gradient), and the
+ReLU rules of the visualization papers against the same rules written as torch autograd
+functions."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from netc.compiler.layers import REGISTRY
+from netc.compiler.network import loads
+from netc.runtime.backward import gradients
+from netc.runtime.executor import Executable
+
+from nets import CONV_NET, POINT_NET, POOL_NET, RESIDUAL_NET, inp, layer
+from reference import rel
+
+ONNX_NET = inp(2, 6, 7, 7) + "".join([
+    layer("hsig", "HardSigmoid", "data", "hsig", "hard_sigmoid_param { alpha: 0.3 beta: 0.4 }"),
+    layer("hsw", "HardSwish", "data", "hsw"),
+    layer("selu", "SELU", "data", "selu"),
+    layer("sw", "Swish", "data", "sw"),
+    layer("ex", "Exp", "data", "ex", "exp_param { scale: 0.5 }"),
+    layer("ab", "AbsVal", "data", "ab"),
+    layer("lg", "Log", "ab", "lg", "log_param { shift: 1 base: 2 }"),
+    layer("avg", "Pooling", "hsw", "avg", "pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 1 }"),
+    layer("gap", "Pooling", "hsig", "gap", "pooling_param { pool: AVE global_pooling: true }"),
+    layer("gate", "Flatten", "gap", "gate"),
+    layer("se", "Scale", ["selu", "gate"], "se", "scale_param { axis: 0 }"),
+])
+ONNX_NET_EXCLUDE = ONNX_NET.replace('pool: AVE kernel_size: 3 stride: 2 pad: 1 }"', 'pool: AVE kernel_size: 3 stride: 2 pad: 1 }" # netc: param exclude_pad=true')
+
+
+class _Rule(torch.autograd.Function):
+    """ReLU forward; backward by the deconvnet or guided-backprop rule."""
+
+    @staticmethod
+    def forward(ctx, x, rule):
+        ctx.save_for_backward(x)
+        ctx.rule = rule
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        if ctx.rule == "deconvnet":
+            return g.clamp(min=0), None
+        return g * (x > 0) * (g > 0), None
+
+
+def torch_grad(net, w, x, seeds: dict, rule="backprop"):
+    """d(sum seeds . blobs)/d data by autograd through every layer's torch reference."""
+    g = net.graph
+    t = {k: torch.from_numpy(np.asarray(v, np.float64)) for k, v in w.items()}
+    data = torch.from_numpy(x.astype(np.float64)).requires_grad_()
+    out = {}
+    for n in g.nodes:
+        d = g.nodes[n]
+        if not d["forward"]:
+            continue
+        layer_ = REGISTRY[d["type"]]
+        if layer_.source:
+            ys = [data]
+        elif d["type"] == "ReLU" and rule != "backprop":
+            ys = [_Rule.apply(out[d["inputs"][0]], rule)]
+        else:
+            def p(blob, *default, n=n):
+                key = f"{n}.{blob}"
+                return t[key] if not default or key in t else default[0]
+            ys = layer_.reference(torch, [out[src] for src in d["inputs"]], d["attrs"], p, d)
+        for port, y in enumerate(ys):
+            out[(n, port)] = y
+    total = sum((out[k] * torch.from_numpy(s.astype(np.float64))).sum() for k, s in seeds.items())
+    (grad,) = torch.autograd.grad(total, data)
+    return grad.numpy()
+
+
+def check(text, rule="backprop", batch=None):
+    net = loads(text, path="b.prototxt")
+    ex = Executable(net, keep_every=True, batch=batch)
+    name = ex.required_inputs[0]
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(ex.input_shape(name)).astype(np.float32)
+    key = ex.inputs[name]
+    outputs = [ex.blob_key[o] for o in ex.outputs]
+    seeds = {k: rng.standard_normal(net.graph.nodes[k[0]]["shapes"][k[1]]).astype(np.float32) for k in outputs}
+    got = gradients(ex, {name: x}, seeds, rule, wanted=[key])[key]
+    want = torch_grad(net, ex.weights, x, seeds, rule)
+    assert np.abs(want).max() > 0
+    assert rel(got, want) < 1e-4, rel(got, want)
+
+
+@pytest.mark.parametrize("name,text", [("conv", CONV_NET), ("pool", POOL_NET.replace(
+    layer("lrnw", "LRN", "data", "lrnw", "lrn_param { local_size: 3 alpha: 0.8 beta: 0.75 norm_region: WITHIN_CHANNEL }"), "")),
+    ("point", POINT_NET), ("residual", RESIDUAL_NET), ("onnx", ONNX_NET), ("onnx_exclude_pad", ONNX_NET_EXCLUDE)])
+def test_backward_equals_autograd(name, text):
+    check(text)
+
+
+@pytest.mark.parametrize("rule", ["deconvnet", "guided"])
+def test_relu_rules_equal_autograd_with_the_same_rule(rule):
+    check(CONV_NET.replace("negative_slope: 0.1", "negative_slope: 0"), rule)
+    check(RESIDUAL_NET, rule)
+
+
+def test_a_layer_without_a_rule_is_named():
+    from netc.compiler.errors import NetcError
+    text = inp(1, 2, 4, 4) + layer("u", "Upsample", "data", "u", "upsample_param { scale: 2 }")
+    net = loads(text, path="u.prototxt")
+    ex = Executable(net, keep_every=True)
+    key = ex.blob_key["u"]
+    with pytest.raises(NetcError, match='layer "u" \\(Upsample\\) has no backward rule'):
+        gradients(ex, {"data": np.ones((1, 2, 4, 4), np.float32)}, {key: np.ones((1, 2, 8, 8), np.float32)},
+                  wanted=[ex.inputs["data"]])
