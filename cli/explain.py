@@ -39,49 +39,52 @@ def _labels(args, n: int):
     return imagenet_classes() if n == 1000 else None
 
 
+def _picture(method, out, x, order):
+    """The method's picture: tiles, or the map over the image."""
+    from ..runtime import pictures
+    if method == "filters":
+        if out.shape[1] == 3:
+            return pictures.grid(out.transpose(0, 2, 3, 1), each=False)         # first layer: RGB tiles
+        return pictures.grid(out[:64].reshape(-1, *out.shape[2:]), cols=out.shape[1], each=False)
+    if method == "features":
+        return pictures.grid(out if out.ndim == 3 else out.reshape(-1, 1, 1))
+    image = pictures.display_image(x, order)
+    if method in ("occlusion", "gradcam"):
+        return pictures.heat_over(image, out)
+    if method == "saliency":                     # Simonyan et al.: max |gradient| over channels
+        return pictures.grid(np.abs(out).max(axis=0)[None])
+    return (pictures.display_image(out, order) * 255).round().astype(np.uint8)
+
+
 def explain_command(args) -> int:
-    from ..runtime import explain, pictures
+    from ..runtime import pictures
+    from ..runtime.explain import GRADIENT_RULES
     check_output(args.output, args, others=[args.save_map])
     if args.save_map:
         check_output(args.save_map, args)
     net = load_model(args)
     name = Path(net.graph.graph["path"]).stem if net.graph.graph.get("language") == "onnx" else net.name
-    if args.method == "filters":
-        layer = args.layer or explain.first_conv(net)
-        ex = net.compile(weights=args.weights, seed=args.seed)
-        w = explain.filters(net, ex.weights, layer)
-        if w.shape[1] == 3:
-            pixels = pictures.grid(w.transpose(0, 2, 3, 1), each=False)     # first layer: RGB tiles
-        else:
-            shown = w[:64]
-            pixels = pictures.grid(shown.reshape(-1, *w.shape[2:]), cols=w.shape[1], each=False)
-        caption, out = f"{name} · {layer} · filters {list(w.shape)}", w
-    else:
-        score = explain.score_blob(net)
-        layer = args.layer
-        blob = explain.layer_blob(net, layer) if layer else score
-        batch = OCCLUSION_BATCH if args.method == "occlusion" else 1
-        ex = net.compile(weights=args.weights, seed=args.seed, batch=batch, blobs=sorted({blob, score}))
-        x, order = _image(args, net, ex)
-        if args.method == "features":
-            if not layer:
-                raise NetcError("--method features needs --layer NAME (a layer whose output to show)")
-            out = explain.features(ex, blob, x[0])
-            maps = out if out.ndim == 3 else out.reshape(-1, 1, 1)
-            pixels = pictures.grid(maps)
-            caption = f"{name} · {layer} · features {list(out.shape)}"
-        else:                                   # occlusion
-            if layer:
-                raise NetcError("--method occlusion occludes the input; it takes no --layer")
-            s = explain.scores(ex, score, x)[0]
-            labels = _labels(args, s.size)
-            k = int(np.argmax(s)) if args.target is None else explain.class_index(args.target, s.size, labels)
-            out = explain.occlusion(ex, score, x[0], k, args.window, args.stride, args.baseline)
-            pixels = pictures.heat_over(pictures.display_image(x[0], order), out)
-            label = f" {labels[k]}" if labels and k < len(labels) else ""
-            caption = (f"{name} · occlusion {args.window}x{args.window}/{args.stride} · class {k}{label} "
-                       f"(score {s[k]:.3g}; largest drop {out.max():.3g})")
-    pictures.save(args.output, pixels, caption)
+    batch = OCCLUSION_BATCH if args.method == "occlusion" else 1
+    ex = net.compile(weights=args.weights, seed=args.seed, batch=batch,
+                     keep_every=args.method in (*GRADIENT_RULES, "gradcam", "guided-gradcam"))
+    x, order = (None, "RGB") if args.method == "filters" else _image(args, net, ex)
+    labels = read_labels(args.labels) if args.labels else None
+    if labels is None and args.method not in ("filters", "features"):
+        from ..runtime.explain import score_blob
+        key = ex.blob_key[score_blob(net)]
+        n_classes = int(np.prod(net.graph.nodes[key[0]]["shapes"][key[1]][1:]))
+        labels = _labels(args, n_classes)
+    out, info = ex.explain(args.method, None if x is None else x[0], args.target, args.layer, window=args.window,
+                           stride=args.stride, baseline=args.baseline, labels=labels)
+    caption = f"{name} · {args.method}"
+    if "layer" in info:
+        caption += f" · {info['layer']}"
+    if "target" in info:
+        k = info["target"]
+        caption += f" · class {k}" + (f" {labels[k]}" if labels and k < len(labels) else "") + \
+            f" (score {info['score']:.3g})"
+    caption += f" · map {list(out.shape)}"
+    pictures.save(args.output, _picture(args.method, out, None if x is None else x[0], order), caption)
     if args.save_map:
         np.save(args.save_map, out)
     print(f"wrote {plain(args.output)}" + (f" and {plain(args.save_map)}" if args.save_map else "")
@@ -93,16 +96,24 @@ def explain_command(args) -> int:
 
 
 def add_parser(sub, model_args, positive, natural) -> None:
-    p = sub.add_parser("explain", help="pictures of what the network computes: filters, feature maps, occlusion",
-                       description="Understand a ConvNet: a convolution's filters, a layer's feature maps for "
-                       "an image, or the occlusion experiment (Zeiler & Fergus 2013: how much the class score "
-                       "drops when a square of the input is hidden). Writes a PNG and, with --save-map, the raw "
-                       "map as .npy.")
+    from ..runtime.explain import METHODS
+    p = sub.add_parser("explain", help="pictures of what the network computes: filters, features, occlusion, "
+                       "saliency, deconvnet, guided backprop, Grad-CAM",
+                       description="Understand a ConvNet. filters: a convolution's kernels; features: a layer's "
+                       "maps for an image; occlusion (Zeiler & Fergus 2013): how much the class score drops when "
+                       "a square of the input is hidden; saliency (Simonyan et al. 2014): d score / d input; "
+                       "deconvnet and guided-backprop: the same through the papers' ReLU rules; gradcam "
+                       "(Selvaraju et al. 2017) at a layer, guided-gradcam its product with guided backprop. The "
+                       "score is the input of the final Softmax. Sanity checks (Adebayo et al. 2018): saliency "
+                       "and Grad-CAM change when the weights are re-randomized, guided backprop largely does "
+                       "not, so it shows the image more than the model. Writes a PNG and, with --save-map, the "
+                       "raw map as .npy.")
     model_args(p)
-    p.add_argument("--method", required=True, choices=("filters", "features", "occlusion"))
+    p.add_argument("--method", required=True, choices=METHODS)
     p.add_argument("--input", nargs="+", help="the image (or X.npy) to explain")
-    p.add_argument("--layer", help="filters: the convolution (default: the first); features: the layer to show")
-    p.add_argument("--target", help="occlusion: class index or name (default: the top class)")
+    p.add_argument("--layer", help="filters: the convolution (default: the first); features: the layer to show; "
+                   "gradcam: the layer (default: the last convolution larger than 1x1)")
+    p.add_argument("--target", help="class index or name to explain (default: the top class)")
     p.add_argument("--window", type=positive, default=8, help="occlusion: the hidden square's side (default 8)")
     p.add_argument("--stride", type=positive, default=4, help="occlusion: its step (default 4)")
     p.add_argument("--baseline", type=float, default=0.0,

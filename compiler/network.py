@@ -154,10 +154,11 @@ class Network:
         return to_prototxt(self.graph)
 
     def compile(self, target: str = "cpu", weights=None, batch: int | None = None, seed: int = 0,
-                blobs=(), tune: bool = False) -> "Executable":
+                blobs=(), tune: bool = False, keep_every: bool = False) -> "Executable":
         """Generated kernels for `target` ("cpu" or "cuda"); weights: .npz path, {key: array} or
         None (seeded random). `blobs` names intermediate blobs to keep readable through fusion.
-        `tune` (cuda): GEMM tiles timed on this GPU and cached per GPU model (runtime/autotune.py)."""
+        `tune` (cuda): GEMM tiles timed on this GPU and cached per GPU model (runtime/autotune.py).
+        `keep_every`: every layer's output kept unfused and readable (the backward pass's needs)."""
         if target not in ("cpu", "cuda"):
             raise NetcError(f'unknown target "{target}" (use cpu or cuda)')
         if tune and target != "cuda":
@@ -167,7 +168,7 @@ class Network:
             from ..runtime.cuda_executor import CudaTarget
             return Executable(self, weights=weights, batch=batch, seed=seed, blobs=blobs,
                               target=CudaTarget(tune=tune))
-        return Executable(self, weights=weights, batch=batch, seed=seed, blobs=blobs)
+        return Executable(self, weights=weights, batch=batch, seed=seed, blobs=blobs, keep_every=keep_every)
 
     def export_onnx(self, path, weights=None, *, seed: int = 0, opset: int = 17, batch: int = 1,
                     dynamic_batch: bool = False, blobs=()):

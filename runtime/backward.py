@@ -15,9 +15,9 @@ from ..compiler.layers import REGISTRY
 RULES = ("backprop", "deconvnet", "guided")
 
 
-def gradients(ex, feeds: dict, seeds: dict, rule: str = "backprop", wanted=()) -> dict:
-    """{key: d(sum of seeds . outputs)/d key} for the `wanted` (layer, port) keys, seeds given as
-    {(layer, port): gradient array}; the forward runs first on `feeds`."""
+def gradients(ex, feeds: dict, seeds: dict, rule: str = "backprop", wanted=()) -> tuple[dict, dict]:
+    """({key: d(sum of seeds . outputs)/d key} for the `wanted` (layer, port) keys, the forward's
+    values by key), seeds given as {(layer, port): gradient array}; the forward runs on `feeds`."""
     if rule not in RULES:
         raise NetcError(f'unknown backward rule "{rule}" (use {", ".join(RULES)})')
     g = ex.network.graph
@@ -53,4 +53,4 @@ def gradients(ex, feeds: dict, seeds: dict, rule: str = "backprop", wanted=()) -
                 continue
             dx = np.asarray(dx, np.float32)
             grads[src] = grads[src] + dx if src in grads else dx
-    return got
+    return got, values

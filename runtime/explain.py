@@ -1,6 +1,8 @@
-"""Understanding a ConvNet from its forward pass: a layer's filters and feature maps, and the
-occlusion experiment of Zeiler & Fergus (2013). Each returns numpy arrays (the raw maps);
-runtime/pictures.py draws them.
+"""Understanding a ConvNet: a layer's filters and feature maps, the occlusion experiment
+(Zeiler & Fergus 2013), and the gradient maps of the backward pass (runtime/backward.py):
+saliency (Simonyan et al. 2014), deconvnet (Zeiler & Fergus), guided backpropagation
+(Springenberg et al. 2015), Grad-CAM and guided Grad-CAM (Selvaraju et al. 2017). Each returns
+numpy arrays (the raw maps); runtime/pictures.py draws them.
 
 The score of class c is the input of the network's final Softmax when there is one (the logit,
 as the papers use it), else the network's output.
@@ -114,3 +116,120 @@ def first_conv(net) -> str:
         if g.nodes[n]["type"] in ("Convolution", "ConvolutionDepthwise"):
             return n
     raise NetcError("this network has no convolution")
+
+
+GRADIENT_RULES = {"saliency": "backprop", "deconvnet": "deconvnet", "guided-backprop": "guided"}
+METHODS = ("filters", "features", "occlusion", *GRADIENT_RULES, "gradcam", "guided-gradcam")
+
+
+def _one(ex, image: np.ndarray) -> dict:
+    name = ex.required_inputs[0]
+    batch = ex.input_shape(name)[0]
+    return {name: np.repeat(image[None], batch, 0)}
+
+
+def _seed(ex, score: str, target: int) -> dict:
+    """d score_c / d score: one at class c of the first item."""
+    key = ex.blob_key[score]
+    shape = ex.network.graph.nodes[key[0]]["shapes"][key[1]]
+    seed = np.zeros(shape, np.float32)
+    flat = seed.reshape(shape[0], -1)
+    if not 0 <= target < flat.shape[1]:
+        raise NetcError(f"class {target} is out of range: the network scores {flat.shape[1]} classes")
+    flat[0, target] = 1
+    return {key: seed}
+
+
+def input_map(ex, score: str, image: np.ndarray, target: int, rule: str = "backprop") -> np.ndarray:
+    """[C, H, W]: d score_c / d input, through every ReLU by `rule` (backprop: saliency,
+    deconvnet, guided)."""
+    from .backward import gradients
+    key = ex.inputs[ex.required_inputs[0]]
+    got, _ = gradients(ex, _one(ex, image), _seed(ex, score, target), rule, wanted=[key])
+    return got[key][0]
+
+
+def gradcam(ex, score: str, image: np.ndarray, target: int, layer_top: str) -> np.ndarray:
+    """[h, w] at the layer's resolution: ReLU(sum_k alpha_k A^k), alpha_k the spatial mean of
+    d score_c / d A^k, A the layer's blob after its in-place layers."""
+    from .backward import gradients
+    key = ex.blob_key[layer_top]
+    got, values = gradients(ex, _one(ex, image), _seed(ex, score, target), "backprop", wanted=[key])
+    a, da = values[key][0], got[key][0]
+    if a.ndim != 3:
+        raise NetcError(f'Grad-CAM needs a spatial layer; "{layer_top}" holds {list(a.shape)} per image')
+    alpha = da.mean(axis=(1, 2))
+    return np.maximum((alpha[:, None, None] * a).sum(axis=0), 0)
+
+
+def upsample_nearest(m: np.ndarray, hw: tuple) -> np.ndarray:
+    """Nearest-neighbour enlargement, pixel (y, x) from (y * h // H, x * w // W)."""
+    h, w = m.shape
+    rows = np.arange(hw[0]) * h // hw[0]
+    cols = np.arange(hw[1]) * w // hw[1]
+    return m[rows][:, cols]
+
+
+def guided_gradcam(ex, score: str, image: np.ndarray, target: int, layer_top: str) -> np.ndarray:
+    """[C, H, W]: guided backpropagation times Grad-CAM enlarged to the input (nearest, as
+    Captum's GuidedGradCam)."""
+    cam = gradcam(ex, score, image, target, layer_top)
+    return input_map(ex, score, image, target, "guided") * upsample_nearest(cam, image.shape[1:])
+
+
+def last_conv_blob(net) -> str:
+    """The default Grad-CAM layer: the last convolution whose output is larger than 1x1."""
+    g = net.graph
+    found = None
+    for n in g.nodes:
+        d = g.nodes[n]
+        if d["type"] in ("Convolution", "ConvolutionDepthwise") and len(d["shapes"][0]) == 4 \
+                and d["shapes"][0][2] * d["shapes"][0][3] > 1:
+            found = n
+    if found is None:
+        raise NetcError("no convolution with a spatial output to take Grad-CAM at; give --layer")
+    return found
+
+
+def explain(ex, method: str, image: np.ndarray, target=None, layer: str | None = None, *, window: int = 8,
+            stride: int = 4, baseline: float = 0.0, labels=None) -> tuple[np.ndarray, dict]:
+    """(raw map, what was explained: target class, layer, score) for one input item [C, H, W]
+    by `method` (METHODS); gradient methods run on a sibling of `ex` that keeps every value."""
+    if method not in METHODS:
+        raise NetcError(f'unknown explain method "{method}"' + did_you_mean(method, METHODS))
+    net = ex.network
+    if method == "filters":
+        layer = layer or first_conv(net)
+        return filters(net, ex.weights, layer), {"layer": layer}
+    if method == "features":
+        if not layer:
+            raise NetcError("features needs a layer (--layer NAME) whose output to show")
+        return features(ex, layer_blob(net, layer), image), {"layer": layer}
+    score = score_blob(net)
+    s = scores(ex, score, image[None])[0]
+    k = int(np.argmax(s)) if target is None else class_index(target, s.size, labels)
+    info = {"target": k, "score": float(s[k])}
+    if method == "occlusion":
+        if layer:
+            raise NetcError("occlusion hides parts of the input; it takes no layer")
+        return occlusion(ex, score, image, k, window, stride, baseline), info
+    grad_ex = ex if getattr(ex, "keep_every", False) else _keeping(ex)
+    if method in GRADIENT_RULES:
+        if layer:
+            raise NetcError(f"{method} is a map of the input; it takes no layer")
+        return input_map(grad_ex, score, image, k, GRADIENT_RULES[method]), info
+    name = layer or last_conv_blob(net)
+    top = layer_blob(net, name)
+    info["layer"] = name
+    fn = gradcam if method == "gradcam" else guided_gradcam
+    return fn(grad_ex, score, image, k, top), info
+
+
+def _keeping(ex):
+    """A batch-1 executable of the same network and weights keeping every value (cached)."""
+    sibling = getattr(ex, "_keeping", None)
+    if sibling is None:
+        from .executor import Executable
+        sibling = Executable(ex.network, weights=ex.weights, batch=1, keep_every=True)
+        ex._keeping = sibling
+    return sibling

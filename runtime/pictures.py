@@ -69,10 +69,12 @@ def save(path, pixels: np.ndarray, caption: str) -> None:
     if img.width < 320:
         scale = -(-320 // img.width)
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    draw = ImageDraw.Draw(img)
-    font_h = 14
-    canvas = Image.new("RGB", (img.width, img.height + font_h + 8), "white")
-    canvas.paste(img, (0, font_h + 8))
+    per_line = max(20, (img.width - 8) // 6)            # Pillow's default font: ~6 px a character
+    lines = [caption[k:k + per_line] for k in range(0, min(len(caption), 4 * per_line), per_line)]
+    top = 14 * len(lines) + 6
+    canvas = Image.new("RGB", (img.width, img.height + top), "white")
+    canvas.paste(img, (0, top))
     draw = ImageDraw.Draw(canvas)
-    draw.text((4, 3), caption[:200], fill="black")
+    for k, line in enumerate(lines):
+        draw.text((4, 3 + 14 * k), line, fill="black")
     canvas.save(str(path), format="PNG")

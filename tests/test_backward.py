@@ -85,7 +85,7 @@ def check(text, rule="backprop", batch=None):
     key = ex.inputs[name]
     outputs = [ex.blob_key[o] for o in ex.outputs]
     seeds = {k: rng.standard_normal(net.graph.nodes[k[0]]["shapes"][k[1]]).astype(np.float32) for k in outputs}
-    got = gradients(ex, {name: x}, seeds, rule, wanted=[key])[key]
+    got = gradients(ex, {name: x}, seeds, rule, wanted=[key])[0][key]
     want = torch_grad(net, ex.weights, x, seeds, rule)
     assert np.abs(want).max() > 0
     assert rel(got, want) < 1e-4, rel(got, want)

@@ -151,3 +151,113 @@ def test_bad_requests_are_clear_errors(small, tmp_path, capsys):
     assert "netc never overwrites its inputs" in one_line_error(capsys, ["explain", str(small), "-o", str(small), "--method", "filters"])
     assert "netc never overwrites its inputs" in one_line_error(
         capsys, ["explain", str(small), "-o", str(img), "--method", "occlusion", "--input", str(img)])
+
+
+class SmallTorch(torch.nn.Module):
+    """NET in torch with netc's weights, ReLUs as modules (Captum's guided backprop and
+    deconvnet hook them)."""
+
+    def __init__(self, w):
+        super().__init__()
+        t = {k: torch.from_numpy(np.asarray(v, np.float64)) for k, v in w.items()}
+        self.conv1, self.relu1 = torch.nn.Conv2d(3, 6, 3, padding=1).double(), torch.nn.ReLU()
+        self.pool1 = torch.nn.MaxPool2d(2, 2)
+        self.conv2, self.relu2 = torch.nn.Conv2d(6, 8, 3).double(), torch.nn.ReLU()
+        self.fc = torch.nn.Linear(8 * 4 * 4, 5).double()
+        for name in ("conv1", "conv2", "fc"):
+            getattr(self, name).weight.data, getattr(self, name).bias.data = t[f"{name}.weight"], t[f"{name}.bias"]
+
+    def forward(self, x):
+        h = self.pool1(self.relu1(self.conv1(x)))
+        return self.fc(self.relu2(self.conv2(h)).flatten(1))
+
+
+@pytest.fixture(scope="module")
+def small_case():
+    net = loads(NET, path="s.prototxt")
+    ex = net.compile(keep_every=True)
+    x = np.random.default_rng(3).standard_normal((3, 12, 12)).astype(np.float32)
+    return ex, x, SmallTorch(ex.weights)
+
+
+@pytest.mark.parametrize("method,captum_name", [("saliency", "Saliency"), ("guided-backprop", "GuidedBackprop"),
+                                                ("deconvnet", "Deconvolution")])
+def test_gradient_maps_equal_captum(small_case, method, captum_name):
+    import captum.attr
+    ex, x, model = small_case
+    for target in (0, 3):
+        got, info = ex.explain(method, x, target=target)
+        assert info["target"] == target and got.shape == (3, 12, 12)
+        kwargs = {"abs": False} if method == "saliency" else {}
+        want = getattr(captum.attr, captum_name)(model).attribute(
+            torch.from_numpy(x[None].astype(np.float64)), target=target, **kwargs)[0].detach().numpy()
+        assert np.abs(want).max() > 0
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * np.abs(want).max())
+
+
+def test_gradcam_equals_captum_at_the_layer_blob(small_case):
+    """Grad-CAM at conv2 reads conv2's blob after its in-place ReLU: Captum's LayerGradCam at relu2."""
+    from captum.attr import GuidedGradCam, LayerGradCam
+    ex, x, model = small_case
+    xt = torch.from_numpy(x[None].astype(np.float64))
+    for target in (1, 4):
+        got, info = ex.explain("gradcam", x, target=target)
+        assert info["layer"] == "conv2" and got.shape == (4, 4)
+        want = LayerGradCam(model, model.relu2).attribute(xt, target=target, relu_attributions=True)[0, 0].detach().numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
+        got, _ = ex.explain("guided-gradcam", x, target=target)
+        want = GuidedGradCam(model, model.relu2).attribute(xt, target=target)[0].detach().numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7 + 1e-6 * np.abs(want).max())
+
+
+CAPTUM_ONE_CONV = """# Captum's BasicModel_ConvNet_One_Conv (captum/testing/helpers/basic_models.py)
+network one_conv
+input x: [1, 1, 4, 4]
+conv1: Convolution(num_output=2, kernel_size=3) ReLU
+fc1: InnerProduct(num_output=4) ReLU
+"""
+
+
+@pytest.mark.parametrize("method,captum_name", [("saliency", "Saliency"), ("guided-backprop", "GuidedBackprop"),
+                                                ("deconvnet", "Deconvolution")])
+def test_captums_hand_weighted_network(tmp_path, method, captum_name):
+    """Ones for weights, biases -50 and -75, fc of ones and minus ones, on arange(16): the
+    numbers Captum's own tests know."""
+    import captum.attr
+    from captum.testing.helpers.basic_models import BasicModel_ConvNet_One_Conv
+    path = tmp_path / "one_conv.net"
+    path.write_text(CAPTUM_ONE_CONV, encoding="utf-8")
+    from netc.compiler.network import load
+    model = BasicModel_ConvNet_One_Conv()
+    w = {"conv1.weight": np.ones((2, 1, 3, 3), np.float32), "conv1.bias": np.array([-50, -75], np.float32),
+         "fc1.weight": np.concatenate([np.ones((4, 5)), -np.ones((4, 3))], 1).astype(np.float32),
+         "fc1.bias": np.zeros(4, np.float32)}
+    ex = load(path).compile(weights=w, keep_every=True)
+    x = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
+    kwargs = {"abs": False} if method == "saliency" else {}
+    for target in range(4):
+        got, _ = ex.explain(method, x, target=target)
+        want = getattr(captum.attr, captum_name)(model).attribute(
+            torch.arange(16.0).view(1, 1, 4, 4), target=target, **kwargs)[0].detach().numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    if method == "saliency":     # by hand: relu1 passes the conv windows of sums > 50 / > 75; fc row of ones/minus ones
+        assert got.sum() != 0
+
+
+def test_sanity_checks_of_adebayo(small_case):
+    """Cascading randomization from the top (Adebayo et al. 2018): with the classifier's weights
+    re-randomized, saliency and Grad-CAM change (rank correlation with the original map < 0.5),
+    guided backprop keeps more of its picture than saliency does."""
+    ex, x, _ = small_case
+
+    def spearman(a, b):
+        ra, rb = np.argsort(np.argsort(a.ravel())), np.argsort(np.argsort(b.ravel()))
+        return float(np.corrcoef(ra, rb)[0, 1])
+    for seed in (7, 8, 9):
+        w = dict(ex.weights)
+        w["fc.weight"] = np.random.default_rng(seed).standard_normal(w["fc.weight"].shape).astype(np.float32) * 0.1
+        other = ex.network.compile(weights=w, keep_every=True)
+        same = {m: spearman(np.abs(ex.explain(m, x, target=0)[0]), np.abs(other.explain(m, x, target=0)[0]))
+                for m in ("saliency", "guided-backprop", "gradcam")}
+        assert same["saliency"] < 0.5 and same["gradcam"] < 0.5
+        assert same["guided-backprop"] > same["saliency"]
