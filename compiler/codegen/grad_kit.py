@@ -91,3 +91,30 @@ def ave_pool_back(dy, H, W, KH, KW, SH, SW, PH, PW, exclude):
                     for iw in range(w0, w1):
                         dx[r, ih, iw] += g
     return dx
+
+
+@njit(parallel=True, cache=False)
+def grouped_one_back(dy, w, C, H, W, SH, SW, PH, PW, DH, DW):
+    """dx of a convolution whose C groups each read one input channel (depthwise, any channel
+    multiplier M = O / C): per (image, channel), each of its M kernels' taps times dy, scattered
+    back. A GEMM per group would be thousands of tiny calls."""
+    N, O, OH, OW = dy.shape
+    M = O // C
+    KH, KW = w.shape[2], w.shape[3]
+    dx = np.zeros((N, C, H, W), np.float32)
+    for nc in prange(N * C):
+        n, c = nc // C, nc % C
+        for m in range(M):
+            o = c * M + m
+            for oh in range(OH):
+                for ow in range(OW):
+                    g = dy[n, o, oh, ow]
+                    for kh in range(KH):
+                        ih = oh * SH - PH + kh * DH
+                        if ih < 0 or ih >= H:
+                            continue
+                        for kw in range(KW):
+                            iw = ow * SW - PW + kw * DW
+                            if 0 <= iw < W:
+                                dx[n, c, ih, iw] += w[o, 0, kh, kw] * g
+    return dx
