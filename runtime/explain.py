@@ -140,21 +140,28 @@ def _seed(ex, score: str, target: int) -> dict:
     return {key: seed}
 
 
-def input_map(ex, score: str, image: np.ndarray, target: int, rule: str = "backprop") -> np.ndarray:
+def _score_of(ex, values, score: str, target: int, info: dict | None) -> None:
+    if info is not None:
+        info["score"] = float(values[ex.blob_key[score]].reshape(-1)[target])
+
+
+def input_map(ex, score: str, image: np.ndarray, target: int, rule: str = "backprop", info=None) -> np.ndarray:
     """[C, H, W]: d score_c / d input, through every ReLU by `rule` (backprop: saliency,
     deconvnet, guided)."""
     from .backward import gradients
     key = ex.inputs[ex.required_inputs[0]]
-    got, _ = gradients(ex, _one(ex, image), _seed(ex, score, target), rule, wanted=[key])
+    got, values = gradients(ex, _one(ex, image), _seed(ex, score, target), rule, wanted=[key])
+    _score_of(ex, values, score, target, info)
     return got[key][0]
 
 
-def gradcam(ex, score: str, image: np.ndarray, target: int, layer_top: str) -> np.ndarray:
+def gradcam(ex, score: str, image: np.ndarray, target: int, layer_top: str, info=None) -> np.ndarray:
     """[h, w] at the layer's resolution: ReLU(sum_k alpha_k A^k), alpha_k the spatial mean of
     d score_c / d A^k, A the layer's blob after its in-place layers."""
     from .backward import gradients
     key = ex.blob_key[layer_top]
     got, values = gradients(ex, _one(ex, image), _seed(ex, score, target), "backprop", wanted=[key])
+    _score_of(ex, values, score, target, info)
     a, da = values[key][0], got[key][0]
     if a.ndim != 3:
         raise NetcError(f'Grad-CAM needs a spatial layer; "{layer_top}" holds {list(a.shape)} per image')
@@ -170,10 +177,10 @@ def upsample_nearest(m: np.ndarray, hw: tuple) -> np.ndarray:
     return m[rows][:, cols]
 
 
-def guided_gradcam(ex, score: str, image: np.ndarray, target: int, layer_top: str) -> np.ndarray:
+def guided_gradcam(ex, score: str, image: np.ndarray, target: int, layer_top: str, info=None) -> np.ndarray:
     """[C, H, W]: guided backpropagation times Grad-CAM enlarged to the input (nearest, as
     Captum's GuidedGradCam)."""
-    cam = gradcam(ex, score, image, target, layer_top)
+    cam = gradcam(ex, score, image, target, layer_top, info)
     return input_map(ex, score, image, target, "guided") * upsample_nearest(cam, image.shape[1:])
 
 
@@ -206,9 +213,15 @@ def explain(ex, method: str, image: np.ndarray, target=None, layer: str | None =
             raise NetcError("features needs a layer (--layer NAME) whose output to show")
         return features(ex, layer_blob(net, layer), image), {"layer": layer}
     score = score_blob(net)
-    s = scores(ex, score, image[None])[0]
-    k = int(np.argmax(s)) if target is None else class_index(target, s.size, labels)
-    info = {"target": k, "score": float(s[k])}
+    key = ex.blob_key[score]
+    classes = int(np.prod(net.graph.nodes[key[0]]["shapes"][key[1]][1:]))
+    if target is None or method == "occlusion":          # the top class needs a forward first
+        s = scores(ex, score, image[None])[0]
+        k = int(np.argmax(s)) if target is None else class_index(target, s.size, labels)
+        info = {"target": k, "score": float(s[k])}
+    else:                                                 # the backward's forward gives the score
+        k = class_index(target, classes, labels)
+        info = {"target": k}
     if method == "occlusion":
         if layer:
             raise NetcError("occlusion hides parts of the input; it takes no layer")
@@ -217,12 +230,12 @@ def explain(ex, method: str, image: np.ndarray, target=None, layer: str | None =
     if method in GRADIENT_RULES:
         if layer:
             raise NetcError(f"{method} is a map of the input; it takes no layer")
-        return input_map(grad_ex, score, image, k, GRADIENT_RULES[method]), info
+        return input_map(grad_ex, score, image, k, GRADIENT_RULES[method], info), info
     name = layer or last_conv_blob(net)
     top = layer_blob(net, name)
     info["layer"] = name
     fn = gradcam if method == "gradcam" else guided_gradcam
-    return fn(grad_ex, score, image, k, top), info
+    return fn(grad_ex, score, image, k, top, info), info
 
 
 def _keeping(ex):

@@ -125,7 +125,7 @@ class Convolution(_ConvBase):
                                      SH, SW, PH, PW, DH, DW)]
         dx = np.empty_like(x)
         for g in range(G):
-            wt = np.ascontiguousarray(w[g * OG:(g + 1) * OG].reshape(OG, -1).T)
+            wt = w[g * OG:(g + 1) * OG].reshape(OG, -1).T      # a transposed view: sgemm reads it as it is
             for n in range(N):
                 cols = wt @ dy[n, g * OG:(g + 1) * OG].reshape(OG, OH * OW)
                 dx[n, g * CG:(g + 1) * CG] = col2im(cols, CG, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW)
