@@ -242,7 +242,6 @@ def _keeping(ex):
     """A batch-1 executable of the same network and weights keeping every value (cached)."""
     sibling = getattr(ex, "_keeping", None)
     if sibling is None:
-        from .executor import Executable
-        sibling = Executable(ex.network, weights=ex.weights, batch=1, keep_every=True)
+        sibling = ex.network.compile(weights=ex.weights, batch=1, keep_every=True)
         ex._keeping = sibling
     return sibling
