@@ -14,10 +14,8 @@ import argparse
 import datetime
 import os
 import platform
-import re
 import sys
 import time
-from pathlib import Path
 
 THREADS = int(next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--threads=")), "2"))
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
@@ -30,7 +28,6 @@ import netc  # noqa: E402
 from netc.compiler.layers import REGISTRY  # noqa: E402
 from netc.runtime.explain import score_blob  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 class TorchRef(torch.nn.Module):
@@ -132,13 +129,8 @@ def main():
             + "\n".join(lines) + "\n")
     print(text)
     if args.write:
-        path = ROOT / "BENCHMARKS.md"
-        old = path.read_text()
-        section = "## Explain (`bench/explain.py`)\n\n" + text
-        pattern = re.compile(r"## Explain \(`bench/explain.py`\)\n.*?(?=\n## |\Z)", re.S)
-        new = pattern.sub(lambda _: section.rstrip("\n") + "\n", old) if pattern.search(old) \
-            else old.rstrip("\n") + "\n\n" + section
-        path.write_text(new)
+        from benchmarks_md import write_section
+        write_section("Explain (`bench/explain.py`)", text)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ import argparse
 import datetime
 import os
 import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -125,13 +124,8 @@ def main():
              "kernel cache holds the model's kernels):\n\n" + "\n".join(lines) + "\n")
     print(text)
     if args.write:
-        path = ROOT / "BENCHMARKS.md"
-        old = path.read_text()
-        text = "## ONNX import (`bench/onnx_models.py`)\n\n" + text
-        pattern = re.compile(r"## ONNX import \(`bench/onnx_models.py`\)\n.*?(?=\n## |\Z)", re.S)
-        new = pattern.sub(lambda _: text.rstrip("\n") + "\n", old) if pattern.search(old) \
-            else old.rstrip("\n") + "\n\n" + text
-        path.write_text(new)
+        from benchmarks_md import write_section
+        write_section("ONNX import (`bench/onnx_models.py`)", text)
 
 
 if __name__ == "__main__":
