@@ -106,10 +106,37 @@ def test_relu_rules_equal_autograd_with_the_same_rule(rule):
 
 def test_a_layer_without_a_rule_is_named():
     from netc.compiler.errors import NetcError
-    text = inp(1, 2, 4, 4) + layer("u", "Upsample", "data", "u", "upsample_param { scale: 2 }")
+    text = inp(1, 2, 4, 4) + layer("u", "Interp", "data", "u", "interp_param { height: 8 width: 8 }")
     net = loads(text, path="u.prototxt")
     ex = Executable(net, keep_every=True)
     key = ex.blob_key["u"]
-    with pytest.raises(NetcError, match='layer "u" \\(Upsample\\) has no backward rule'):
+    with pytest.raises(NetcError, match='layer "u" \\(Interp\\) has no backward rule'):
         gradients(ex, {"data": np.ones((1, 2, 4, 4), np.float32)}, {key: np.ones((1, 2, 8, 8), np.float32)},
                   wanted=[ex.inputs["data"]])
+
+
+MORE_NET = inp(2, 4, 5, 6) + "".join([
+    layer("up", "Upsample", "data", "up", "upsample_param { upsample_h: 12 upsample_w: 13 }"),
+    layer("up2", "Upsample", "data", "up2", "upsample_param { scale: 2 }"),
+    layer("tile", "Tile", "up2", "tile", "tile_param { axis: 1 tiles: 3 }"),
+    layer("red", "Reduction", "tile", "red", "reduction_param { operation: SUMSQ axis: 2 coeff: 0.5 }"),
+    layer("red2", "Reduction", "up", "red2", "reduction_param { operation: MEAN axis: 1 }"),
+    layer("red3", "Reduction", "data", "red3", "reduction_param { operation: ASUM axis: 3 }"),
+    layer("pool", "Pooling", "data", ["pool", "mask"], "pooling_param { pool: MAX kernel_size: 2 stride: 2 }"),
+    layer("unpool", "Upsample", ["pool", "mask"], "unpool", "upsample_param { scale: 2 pad_out_h: true }"),
+])
+
+
+def test_backward_of_resizing_and_reducing_layers():
+    check(MORE_NET)
+
+
+def test_backward_of_the_fork_bn_layers():
+    """PSPNet's BN (slope (x - mean) / sqrt(var + eps) + bias) and SegNet's (scale x + shift)."""
+    psp = 'bn_param { slope_filler { type: "constant" value: 1 } frozen: true eps: 0.001 }'
+    seg = 'bn_param { bn_mode: INFERENCE scale_filler { type: "constant" value: 1 } }'
+    check(inp(2, 3, 6, 6) + "".join([
+        layer("c", "Convolution", "data", "c", "convolution_param { num_output: 4 kernel_size: 3 }"),
+        layer("b1", "BN", "c", "c", psp),
+        layer("r", "ReLU", "c", "c"),
+        layer("b2", "BN", "c", "b2", seg)]))

@@ -262,6 +262,16 @@ class BN(_AffineKernels):
         y = b.node("Mul", [ins[0], b.weight(n, "weight", b.w[f"{n}.weight"].reshape(shape))], name=n)[0]
         return b.node("Add", [y, b.weight(n, "bias", b.w[f"{n}.bias"].reshape(shape))], name=n)
 
+    def backward(self, dys, xs, ys, a, p, rule):
+        import numpy as np
+        if a["learn"]:
+            return None                       # batch statistics: not an inference layer
+        shape = (1, -1) + (1,) * (xs[0].ndim - 2)
+        m = p("weight").reshape(shape)
+        if a["fork"] == "pspnet":
+            m = m / np.sqrt(p("var").reshape(shape) + np.float32(a["eps"]))
+        return [dys[0] * m]
+
     def reference(self, torch, xs, a, p, node):
         shape = (1, -1) + (1,) * (xs[0].dim() - 2)
         y = xs[0]

@@ -40,6 +40,16 @@ class Reduction(Layer):
     def brief(self, a):
         return a["operation"]
 
+    def backward(self, dys, xs, ys, a, p, rule):
+        import numpy as np
+        x = xs[0]
+        ax = self._axis(x.shape, a)
+        rows = x.reshape(*x.shape[:ax], -1)
+        g = (dys[0] * np.float32(a["coeff"])).reshape(*x.shape[:ax], 1)
+        d = {"SUM": np.ones_like(rows), "ASUM": np.sign(rows), "SUMSQ": 2 * rows,
+             "MEAN": np.full_like(rows, 1 / max(rows.shape[-1], 1))}[a["operation"]]
+        return [(g * d).reshape(x.shape)]
+
     def reference(self, torch, xs, a, p, node):
         x = xs[0]
         ax = self._axis(tuple(x.shape), a)

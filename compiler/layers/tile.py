@@ -37,6 +37,11 @@ class Tile(Layer):
     def brief(self, a):
         return f"\u00d7{a['tiles']} on axis {a['axis']}"
 
+    def backward(self, dys, xs, ys, a, p, rule):
+        x = xs[0]
+        ax = a["axis"] % x.ndim
+        return [dys[0].reshape(*x.shape[:ax], a["tiles"], -1).sum(axis=ax).reshape(x.shape)]
+
     def reference(self, torch, xs, a, p, node):
         x = xs[0]
         ax = a["axis"] % x.dim()

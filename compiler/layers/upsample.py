@@ -79,6 +79,21 @@ class Upsample(Layer):
             return f"nearest \u00d7{a['scale_h']}x{a['scale_w']}"
         return f"nearest \u00d7{a['scale_h'] or a['scale']}"
 
+    def backward(self, dys, xs, ys, a, p, rule):
+        """Nearest: each input pixel sums the outputs copied from it; unpooling: each input
+        value reads the output position its mask names (the mask gets no gradient)."""
+        import numpy as np
+        x, dy = xs[0], dys[0]
+        n, c, h, w = x.shape
+        oh, ow = dy.shape[2:]
+        if len(xs) == 2:
+            where = xs[1].reshape(n * c, -1).astype(np.int64)
+            return [np.take_along_axis(dy.reshape(n * c, -1), where, 1).reshape(x.shape), None]
+        dx = np.zeros((n * c, h, w), np.float32)
+        rows, cols = np.arange(oh) * h // oh, np.arange(ow) * w // ow
+        np.add.at(dx, (slice(None), rows[:, None], cols[None, :]), dy.reshape(n * c, oh, ow))
+        return [dx.reshape(x.shape)]
+
     def reference(self, torch, xs, a, p, node):
         if len(xs) == 2:
             x, mask = xs
