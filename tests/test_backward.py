@@ -106,12 +106,12 @@ def test_relu_rules_equal_autograd_with_the_same_rule(rule):
 
 def test_a_layer_without_a_rule_is_named():
     from netc.compiler.errors import NetcError
-    text = inp(1, 2, 4, 4) + layer("u", "Interp", "data", "u", "interp_param { height: 8 width: 8 }")
+    text = inp(1, 2, 4, 4) + layer("u", "MVN", "data", "u")
     net = loads(text, path="u.prototxt")
     ex = Executable(net, keep_every=True)
     key = ex.blob_key["u"]
-    with pytest.raises(NetcError, match='layer "u" \\(Interp\\) has no backward rule'):
-        gradients(ex, {"data": np.ones((1, 2, 4, 4), np.float32)}, {key: np.ones((1, 2, 8, 8), np.float32)},
+    with pytest.raises(NetcError, match='layer "u" \\(MVN\\) has no backward rule'):
+        gradients(ex, {"data": np.ones((1, 2, 4, 4), np.float32)}, {key: np.ones((1, 2, 4, 4), np.float32)},
                   wanted=[ex.inputs["data"]])
 
 
@@ -124,6 +124,8 @@ MORE_NET = inp(2, 4, 5, 6) + "".join([
     layer("red3", "Reduction", "data", "red3", "reduction_param { operation: ASUM axis: 3 }"),
     layer("pool", "Pooling", "data", ["pool", "mask"], "pooling_param { pool: MAX kernel_size: 2 stride: 2 }"),
     layer("unpool", "Upsample", ["pool", "mask"], "unpool", "upsample_param { scale: 2 pad_out_h: true }"),
+    layer("zoom", "Interp", "data", "zoom", "interp_param { zoom_factor: 3 }"),
+    layer("shrink", "Interp", "up", "shrink", "interp_param { height: 7 width: 4 pad_beg: -1 pad_end: -2 }"),
 ])
 
 

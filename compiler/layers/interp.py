@@ -85,6 +85,30 @@ class Interp(Layer):
             return f"bilinear \u00d7{a['zoom_factor']}"
         return f"bilinear /{a['shrink_factor']}" if a["shrink_factor"] is not None else "bilinear"
 
+    def backward(self, dys, xs, ys, a, p, rule):
+        """The forward is R_h x R_w^T per plane (align_corners bilinear weights over the
+        cropped input), so dx = R_h^T dy R_w, put back where the crop came from."""
+        import numpy as np
+        x, dy = xs[0], dys[0]
+        H, W = x.shape[2:]
+        pb, pe = a["pad_beg"], a["pad_end"]
+        hc, wc = H + pb + pe, W + pb + pe
+
+        def weights(size, out):
+            r = np.zeros((out, size), np.float32)
+            for o in range(out):
+                src = o * (size - 1) / (out - 1) if out > 1 else 0.0
+                i0 = min(int(np.floor(src)), size - 1)
+                i1 = min(i0 + 1, size - 1)
+                f = src - i0
+                r[o, i0] += 1 - f
+                r[o, i1] += f
+            return r
+        rh, rw = weights(hc, dy.shape[2]), weights(wc, dy.shape[3])
+        dx = np.zeros_like(x)
+        dx[:, :, -pb:H + pe, -pb:W + pe] = np.matmul(np.matmul(rh.T, dy), rw)
+        return [dx]
+
     def reference(self, torch, xs, a, p, node):
         x = xs[0]
         pb, pe = a["pad_beg"], a["pad_end"]
