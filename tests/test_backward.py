@@ -106,12 +106,12 @@ def test_relu_rules_equal_autograd_with_the_same_rule(rule):
 
 def test_a_layer_without_a_rule_is_named():
     from netc.compiler.errors import NetcError
-    text = inp(1, 2, 4, 4) + layer("u", "MVN", "data", "u")
+    text = inp(1, 2, 4, 4) + layer("u", "SPP", "data", "u", "spp_param { pyramid_height: 2 }")
     net = loads(text, path="u.prototxt")
     ex = Executable(net, keep_every=True)
     key = ex.blob_key["u"]
-    with pytest.raises(NetcError, match='layer "u" \\(MVN\\) has no backward rule'):
-        gradients(ex, {"data": np.ones((1, 2, 4, 4), np.float32)}, {key: np.ones((1, 2, 4, 4), np.float32)},
+    with pytest.raises(NetcError, match='layer "u" \\(SPP\\) has no backward rule'):
+        gradients(ex, {"data": np.ones((1, 2, 4, 4), np.float32)}, {key: np.ones((1, 10), np.float32)},
                   wanted=[ex.inputs["data"]])
 
 
@@ -126,6 +126,12 @@ MORE_NET = inp(2, 4, 5, 6) + "".join([
     layer("unpool", "Upsample", ["pool", "mask"], "unpool", "upsample_param { scale: 2 pad_out_h: true }"),
     layer("zoom", "Interp", "data", "zoom", "interp_param { zoom_factor: 3 }"),
     layer("shrink", "Interp", "up", "shrink", "interp_param { height: 7 width: 4 pad_beg: -1 pad_end: -2 }"),
+    layer("mvn", "MVN", "data", "mvn"),
+    layer("mvn2", "MVN", "up2", "mvn2", "mvn_param { across_channels: true normalize_variance: false }"),
+    layer("mvn3", "MVN", "zoom", "mvn3", "mvn_param { across_channels: true }"),
+    layer("gap", "Pooling", "data", "gap", "pooling_param { pool: AVE global_pooling: true }"),
+    layer("pw", "Power", "data", "pw", "power_param { scale: 2 shift: 0.5 }"),
+    layer("axpy", "Axpy", ["gap", "data", "pw"], "axpy"),
 ])
 
 

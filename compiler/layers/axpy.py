@@ -35,6 +35,12 @@ class Axpy(Layer):
         gate, x, shortcut = ins
         return b.node("Add", [b.node("Mul", [gate, x], name=n)[0], shortcut], name=n)
 
+    def backward(self, dys, xs, ys, a, p, rule):
+        gate, x, _ = xs
+        dy = dys[0]
+        g = gate.reshape(x.shape[0], x.shape[1], *([1] * (x.ndim - 2)))
+        return [(dy * x).sum(axis=tuple(range(2, x.ndim))).reshape(gate.shape), dy * g, dy]
+
     def reference(self, torch, xs, a, p, node):
         gate, x, b = xs
         return [gate.reshape(x.shape[0], x.shape[1], *([1] * (x.dim() - 2))) * x + b]

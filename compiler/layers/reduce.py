@@ -139,6 +139,24 @@ class MVN(Layer):
         rows = shape[0] if a["across_channels"] else shape[0] * shape[1]
         return rows, numel(shape) // rows
 
+    def backward(self, dys, xs, ys, a, p, rule):
+        """c = r - mean(r), y = c / (s + eps), s = sqrt(mean(c^2)): dc = dy / (s + eps) -
+        c sum(dy c) / ((s + eps)^2 m s), then dr = dc - mean(dc)."""
+        import numpy as np
+        x = xs[0].astype(np.float64)
+        shape = (x.shape[0], -1) if a["across_channels"] else (x.shape[0], x.shape[1], -1)
+        r, dy = x.reshape(shape), dys[0].astype(np.float64).reshape(shape)
+        dc = dy
+        if a["normalize_variance"]:
+            c = r - r.mean(-1, keepdims=True)
+            m = c.shape[-1]
+            s = np.sqrt((c * c).mean(-1, keepdims=True))
+            e = s + a["eps"]
+            safe = np.where(s > 0, s, 1.0)
+            dc = dy / e - np.where(s > 0, c * (dy * c).sum(-1, keepdims=True) / (e * e * m * safe), 0.0)
+        dr = dc - dc.mean(-1, keepdims=True)
+        return [dr.reshape(x.shape).astype(np.float32)]
+
     def reference(self, torch, xs, a, p, node):
         x = xs[0]
         rows = x.reshape(x.shape[0], -1) if a["across_channels"] else x.reshape(x.shape[0], x.shape[1], -1)
