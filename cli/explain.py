@@ -70,10 +70,8 @@ def explain_command(args) -> int:
     x, order = (None, "RGB") if args.method == "filters" else _image(args, net, ex)
     labels = read_labels(args.labels) if args.labels else None
     if labels is None and args.method not in ("filters", "features"):
-        from ..runtime.explain import score_blob
-        key = ex.blob_key[score_blob(net)]
-        n_classes = int(np.prod(net.graph.nodes[key[0]]["shapes"][key[1]][1:]))
-        labels = _labels(args, n_classes)
+        from ..runtime.explain import class_count, score_blob
+        labels = _labels(args, class_count(ex, score_blob(net)))
     out, info = ex.explain(args.method, None if x is None else x[0], args.target, args.layer, window=args.window,
                            stride=args.stride, baseline=args.baseline, labels=labels)
     caption = f"{name} · {args.method}"

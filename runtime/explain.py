@@ -39,6 +39,12 @@ def layer_blob(net, layer: str) -> str:
     return g.nodes[layer]["tops"][0]
 
 
+def class_count(ex, score: str) -> int:
+    """How many classes the score blob holds per item, from the analyzed shapes."""
+    key = ex.blob_key[score]
+    return int(np.prod(ex.network.graph.nodes[key[0]]["shapes"][key[1]][1:]))
+
+
 def class_index(target, n_classes: int, labels=None) -> int:
     """--target as an index or a class name (default: decided by the caller)."""
     if isinstance(target, str) and not target.lstrip("-").isdigit():
@@ -213,8 +219,7 @@ def explain(ex, method: str, image: np.ndarray, target=None, layer: str | None =
             raise NetcError("features needs a layer (--layer NAME) whose output to show")
         return features(ex, layer_blob(net, layer), image), {"layer": layer}
     score = score_blob(net)
-    key = ex.blob_key[score]
-    classes = int(np.prod(net.graph.nodes[key[0]]["shapes"][key[1]][1:]))
+    classes = class_count(ex, score)
     if target is None or method == "occlusion":          # the top class needs a forward first
         s = scores(ex, score, image[None])[0]
         k = int(np.argmax(s)) if target is None else class_index(target, s.size, labels)
