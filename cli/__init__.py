@@ -48,6 +48,20 @@ def _model(p):
                    "run time, e.g. data=1x3x368x368); repeat it for several inputs; N is the batch")
 
 
+def _preprocessing(p, command: str):
+    g = p.add_argument_group(f"image preprocessing (default: what the model's input says; {command} prints what "
+                             "it applies)")
+    g.add_argument("--mean", help="per-channel mean (104,117,123) in the model's channel order, or a Caffe "
+                   "mean.binaryproto file")
+    g.add_argument("--std", help="per-channel divisor after the mean (torchvision: 0.229,0.224,0.225 with --pixels 0-1)")
+    g.add_argument("--scale", type=float, default=None, help="multiplier after mean and std (Caffe's transform scale)")
+    g.add_argument("--pixels", choices=("0-255", "0-1"), default=None, help="pixel range before the mean (0-1: /255)")
+    g.add_argument("--channels", choices=("rgb", "bgr"), default=None, help="channel order (Caffe models: bgr)")
+    g.add_argument("--resize", help="before the crop: S (shorter side, as torchvision's Resize(256)) or HxW")
+    g.add_argument("--crop", choices=("center", "none"), default=None,
+                   help="center-crop to the input size (default), or resize straight to it")
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
     try:
@@ -96,10 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detail", choices=("none", "shapes", "full"), default="shapes")
     p.add_argument("--batch", type=positive, default=1)
 
-    p = sub.add_parser("report", help="self-contained HTML report: diagram, table, plots")
+    p = sub.add_parser("report", help="self-contained HTML report: diagram, table, plots (and explain pictures)")
     _model(p)
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--batch", type=positive, default=1)
+    e = p.add_argument_group("explain pictures (with --explain)")
+    e.add_argument("--explain", metavar="IMAGE", help="add an Explain gallery for this image (or X.npy): saliency, "
+                   "guided backprop, Grad-CAM, guided Grad-CAM, occlusion, the first convolution's features and filters")
+    e.add_argument("--weights", help=".npz or .caffemodel weights (default: the file's own, else seeded random)")
+    e.add_argument("--seed", type=natural, default=0, help="seed of the random weights")
+    e.add_argument("--target", help="class index or name to explain (default: the top class)")
+    e.add_argument("--labels", help="class names, one per line (default for 1000 classes: ImageNet's)")
+    _preprocessing(p, "report")
 
     p = sub.add_parser("run", help="execute the network (numba CPU kernels, or CUDA with --gpu)")
     _model(p)
@@ -113,16 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the --blobs to this .npz file")
     p.add_argument("--top", type=positive, default=None, help="print the K best classes of each item")
     p.add_argument("--labels", help="class names, one per line (default for 1000 classes: ImageNet's, built in)")
-    g = p.add_argument_group("image preprocessing (default: what the model's input says; run prints what it applies)")
-    g.add_argument("--mean", help="per-channel mean (104,117,123) in the model's channel order, or a Caffe "
-                   "mean.binaryproto file")
-    g.add_argument("--std", help="per-channel divisor after the mean (torchvision: 0.229,0.224,0.225 with --pixels 0-1)")
-    g.add_argument("--scale", type=float, default=None, help="multiplier after mean and std (Caffe's transform scale)")
-    g.add_argument("--pixels", choices=("0-255", "0-1"), default=None, help="pixel range before the mean (0-1: /255)")
-    g.add_argument("--channels", choices=("rgb", "bgr"), default=None, help="channel order (Caffe models: bgr)")
-    g.add_argument("--resize", help="before the crop: S (shorter side, as torchvision's Resize(256)) or HxW")
-    g.add_argument("--crop", choices=("center", "none"), default=None,
-                   help="center-crop to the input size (default), or resize straight to it")
+    _preprocessing(p, "run")
     p.add_argument("--profile", action="store_true", help="time each generated step (median of 5 runs)")
     p.add_argument("--gpu", action="store_true",
                    help="run the CUDA target (numba-cuda; NUMBA_ENABLE_CUDASIM=1: the simulator)")

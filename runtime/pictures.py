@@ -62,8 +62,22 @@ def display_image(x: np.ndarray, color_order: str = "RGB") -> np.ndarray:
     return img[:, :, ::-1] if color_order == "BGR" else img
 
 
-def save(path, pixels: np.ndarray, caption: str) -> None:
-    """pixels (uint8 [H, W] or [H, W, 3]) under a caption line, as PNG."""
+def explained(info: dict, labels=None, shape=None) -> str:
+    """What a picture explains, from explain's info: "layer L · class K NAME (score S) · map [..]"."""
+    parts = [f"layer {info['layer']}"] if "layer" in info else []
+    if "target" in info:
+        k = info["target"]
+        parts.append(f"class {k}" + (f" {labels[k]}" if labels and k < len(labels) else "")
+                     + (f" (score {info['score']:.3g})" if "score" in info else ""))
+    if shape is not None:
+        parts.append(f"map {list(shape)}")
+    return " · ".join(parts)
+
+
+def png(pixels: np.ndarray, caption: str) -> bytes:
+    """pixels (uint8 [H, W] or [H, W, 3]) under a caption line, as PNG bytes."""
+    import io
+
     from PIL import Image, ImageDraw
     img = Image.fromarray(pixels).convert("RGB")
     if img.width < 320:
@@ -77,4 +91,12 @@ def save(path, pixels: np.ndarray, caption: str) -> None:
     draw = ImageDraw.Draw(canvas)
     for k, line in enumerate(lines):
         draw.text((4, 3 + 14 * k), line, fill="black")
-    canvas.save(str(path), format="PNG")
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def save(path, pixels: np.ndarray, caption: str) -> None:
+    """pixels under a caption line, as the PNG file `path`."""
+    from pathlib import Path
+    Path(path).write_bytes(png(pixels, caption))
