@@ -128,30 +128,39 @@ def _numbers(values) -> str:
     return "[" + ", ".join(f"{v:.6g}" for v in values) + "]"
 
 
-def load_images(paths: list[str], shape: tuple, prep: "Preprocess | dict") -> np.ndarray:
-    try:
+class Decoder:
+    """One image file -> the input item [C, H, W] (or [H, W, C] for NHWC inputs); the model's
+    shape and preprocessing are checked once, when it is made. Pillow releases the GIL while it
+    decodes and resizes, so threads calling one Decoder overlap."""
+
+    def __init__(self, shape: tuple, prep: "Preprocess | dict"):
+        try:
+            import PIL  # noqa: F401
+        except ImportError:
+            raise NetcError("reading images needs Pillow, which netc installs: from the netc checkout, "
+                            "pip install .") from None
+        if isinstance(prep, dict):
+            prep = Preprocess.of(prep)
+        self.prep = prep
+        _, c, h, w = nchw(shape, prep)
+        if c not in (1, 3):
+            raise NetcError(f"the network input has {c} channels; images give 1 or 3")
+        self.chw = (c, h, w)
+        self.mean, self.std = (np.asarray(v, np.float32) for v in (prep.mean, prep.std))
+        for name, v in (("mean", self.mean), ("std", self.std)):
+            if v.size not in (1, c):
+                raise NetcError(f"{v.size} {name} value(s) for {c} channels")
+        self.mean_crop = None
+        if prep.mean_image is not None:
+            mc, mh, mw = prep.mean_image.shape
+            if mc != c or mh < h or mw < w:
+                raise NetcError(f"the mean image is {mc}x{mh}x{mw}; the input needs {c} channels and at least {h}x{w}")
+            top, left = (mh - h) // 2, (mw - w) // 2
+            self.mean_crop = prep.mean_image[:, top:top + h, left:left + w]
+
+    def __call__(self, path: str) -> np.ndarray:
         from PIL import Image
-    except ImportError:
-        raise NetcError("reading images needs Pillow, which netc installs: from the netc checkout, "
-                        "pip install .") from None
-    if isinstance(prep, dict):
-        prep = Preprocess.of(prep)
-    _, c, h, w = nchw(shape, prep)
-    if c not in (1, 3):
-        raise NetcError(f"the network input has {c} channels; images give 1 or 3")
-    mean, std = (np.asarray(v, np.float32) for v in (prep.mean, prep.std))
-    for name, v in (("mean", mean), ("std", std)):
-        if v.size not in (1, c):
-            raise NetcError(f"{v.size} {name} value(s) for {c} channels")
-    mean_crop = None
-    if prep.mean_image is not None:
-        mc, mh, mw = prep.mean_image.shape
-        if mc != c or mh < h or mw < w:
-            raise NetcError(f"the mean image is {mc}x{mh}x{mw}; the input needs {c} channels and at least {h}x{w}")
-        top, left = (mh - h) // 2, (mw - w) // 2
-        mean_crop = prep.mean_image[:, top:top + h, left:left + w]
-    out = np.empty((len(paths), c, h, w), np.float32)
-    for k, path in enumerate(paths):
+        prep, (c, h, w) = self.prep, self.chw
         img = _read(path, c)
         size = _target_size(img.size, (h, w), prep)
         if size[0] * size[1] > 64 * h * w + (1 << 22):
@@ -167,9 +176,15 @@ def load_images(paths: list[str], shape: tuple, prep: "Preprocess | dict") -> np
         else:
             a = a.transpose(2, 0, 1) if prep.color_order == "RGB" else a[:, :, ::-1].transpose(2, 0, 1)
         a = a * np.float32(prep.pixel_scale)
-        a = a - (mean_crop if mean_crop is not None else mean.reshape(-1, 1, 1))
-        out[k] = a / std.reshape(-1, 1, 1) * np.float32(prep.scale)
-    return out.transpose(0, 2, 3, 1).copy() if prep.layout == "NHWC" else out
+        a = a - (self.mean_crop if self.mean_crop is not None else self.mean.reshape(-1, 1, 1))
+        a = a / self.std.reshape(-1, 1, 1) * np.float32(prep.scale)
+        return a.transpose(1, 2, 0) if prep.layout == "NHWC" else a
+
+
+def load_images(paths: list[str], shape: tuple, prep: "Preprocess | dict") -> np.ndarray:
+    decode = Decoder(shape, prep)
+    return np.stack([decode(p) for p in paths]).astype(np.float32, copy=False) if paths else \
+        np.empty((0, *shape[1:]), np.float32)
 
 
 def _target_size(size: tuple, hw: tuple, prep: Preprocess) -> tuple[int, int]:

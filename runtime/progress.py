@@ -27,8 +27,8 @@ def enabled() -> bool:
 class Ticker:
     """`tick()` after each of `total` units; `close()` at the end (or use it as a context)."""
 
-    def __init__(self, total: int, what: str):
-        self.total, self.what, self.done = total, what, 0
+    def __init__(self, total: int, what: str, unit: str | None = None):
+        self.total, self.what, self.done, self.unit = total, what, 0, unit
         self.start = time.perf_counter()
         self.bar = self.task = None
 
@@ -38,13 +38,17 @@ class Ticker:
             if time.perf_counter() - self.start < DELAY:
                 return
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), console=Console(file=sys.stderr), transient=True,
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+            columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+            if self.unit:       # folders: the rate and what is left
+                columns += [TextColumn("{task.fields[rate]}"), TextColumn("ETA"), TimeRemainingColumn()]
+            self.bar = Progress(*columns, console=Console(file=sys.stderr), transient=True,
                                 redirect_stdout=False, redirect_stderr=False)
             self.bar.start()
-            self.task = self.bar.add_task(self.what, total=self.total)
-        self.bar.update(self.task, completed=self.done)
+            self.task = self.bar.add_task(self.what, total=self.total, rate="")
+        rate = self.done / max(time.perf_counter() - self.start, 1e-9)
+        self.bar.update(self.task, completed=self.done, rate=f"{rate:.1f} {self.unit}/s" if self.unit else "")
 
     def close(self) -> None:
         if self.bar is not None:
@@ -58,6 +62,7 @@ class Ticker:
         self.close()
 
 
-def ticker(total: int, what: str) -> Ticker | None:
-    """A Ticker when progress is on, else None (callers test it: nothing to do per step)."""
-    return Ticker(total, what) if _enabled and total > 0 else None
+def ticker(total: int, what: str, unit: str | None = None) -> Ticker | None:
+    """A Ticker when progress is on, else None (callers test it: nothing to do per step);
+    with `unit` (e.g. "images") it shows the rate and an ETA."""
+    return Ticker(total, what, unit) if _enabled and total > 0 else None
