@@ -158,17 +158,31 @@ def plan_memory(g: nx.DiGraph, opts: Options = Options()) -> dict:
 def receptive_fields(g: nx.DiGraph, opts: Options = Options()) -> None:
     """Receptive field (size) and jump (effective stride) per output, per spatial axis, in input
     pixels: merges take the largest of their inputs, then each layer applies its rule
-    (`Layer.receptive`; a layer with a declared output shape passes them through)."""
+    (`Layer.receptive`; a layer with a declared output shape passes them through). `rf_start`:
+    per axis, where the field of output pixel 0 begins (negative inside the padding), so unit
+    (y, x) sees rows start + y * jump onward; None past a layer that resamples (Upsample,
+    Deconvolution), whose fields are not one box per unit."""
+    from .layers.base import Layer
     for n in g.nodes:
         d = g.nodes[n]
-        srcs = [g.nodes[s]["rf"] for s, _ in d["inputs"]]
+        srcs = [g.nodes[s] for s, _ in d["inputs"]]
         if not srcs:
             d["rf"] = ((1, Fraction(1)), (1, Fraction(1)))
+            d["rf_start"] = (Fraction(0), Fraction(0))
             continue
-        rf = [(max(s[ax][0] for s in srcs), max(s[ax][1] for s in srcs)) for ax in (0, 1)]
+        rf = [(max(s["rf"][ax][0] for s in srcs), max(s["rf"][ax][1] for s in srcs)) for ax in (0, 1)]
+        starts = [s["rf_start"] for s in srcs]
+        start = None if None in starts else tuple(min(s[ax] for s in starts) for ax in (0, 1))
         if not d["declared"]:
-            rf = REGISTRY[d["type"]].receptive(rf, d["in_shapes"], d["attrs"])
+            layer = REGISTRY[d["type"]]
+            win = layer.window(d["in_shapes"], d["attrs"])
+            if type(layer).receptive is not Layer.receptive:
+                start = None
+            elif win and start is not None:
+                start = tuple(s - pad * j for s, (_, j), (_, _, pad) in zip(start, rf, win))
+            rf = layer.receptive(rf, d["in_shapes"], d["attrs"])
         d["rf"] = tuple((r, Fraction(j)) for r, j in rf)
+        d["rf_start"] = start
 
 
 PIPELINE = (infer_shapes, count_costs, plan_memory, receptive_fields)
