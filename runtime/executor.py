@@ -239,11 +239,13 @@ class Executable:
         return got
 
     def explain(self, method: str, image, target=None, layer=None, **options):
-        """(map, info) of an explain method for one input item [C, H, W] (runtime/explain.py:
-        filters, features, occlusion, saliency, deconvnet, guided-backprop, gradcam,
-        guided-gradcam); info names the class, layer and score explained."""
+        """(map, info) of an explain method (runtime/explain.py: filters, features, occlusion,
+        saliency, deconvnet, guided-backprop, gradcam, guided-gradcam, class-model for one input
+        item [C, H, W]; top-patches and tsne over images=paths); info names the class, layer
+        and score explained."""
         from .explain import explain
-        return explain(self, method, np.asarray(image, np.float32), target, layer, **options)
+        return explain(self, method, None if image is None else np.asarray(image, np.float32), target, layer,
+                       **options)
 
     def values(self, feeds: dict) -> dict:
         """(layer, port) -> every layer's output as it wrote it (before in-place layers write

@@ -125,7 +125,9 @@ def first_conv(net) -> str:
 
 
 GRADIENT_RULES = {"saliency": "backprop", "deconvnet": "deconvnet", "guided-backprop": "guided"}
-METHODS = ("filters", "features", "occlusion", *GRADIENT_RULES, "gradcam", "guided-gradcam")
+FOLDER_METHODS = ("top-patches", "tsne")
+METHODS = ("filters", "features", "occlusion", *GRADIENT_RULES, "gradcam", "guided-gradcam", "class-model",
+           *FOLDER_METHODS)
 
 
 def _one(ex, image: np.ndarray) -> dict:
@@ -190,6 +192,52 @@ def guided_gradcam(ex, score: str, image: np.ndarray, target: int, layer_top: st
     return input_map(ex, score, image, target, "guided") * upsample_nearest(cam, image.shape[1:])
 
 
+def blur(x: np.ndarray, sigma: float) -> np.ndarray:
+    """[C, H, W] convolved per channel with a Gaussian of `sigma` pixels (reflected edges)."""
+    r = max(1, int(np.ceil(3 * sigma)))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    k /= k.sum()
+    pad = np.pad(x, ((0, 0), (r, r), (r, r)), mode="reflect")
+    rows = sum(k[i] * pad[:, i:i + x.shape[1], :] for i in range(2 * r + 1))
+    return sum(k[i] * rows[:, :, i:i + x.shape[2]] for i in range(2 * r + 1)).astype(np.float32)
+
+
+def class_model(ex, score: str, start: np.ndarray, target: int, steps: int = 200, lr: float = 0.05,
+                decay: float = 1e-3, blur_every: int = 4, sigma: float = 0.5, bounds=None,
+                info=None, progress=None) -> np.ndarray:
+    """[C, H, W]: the input grown from `start` by gradient ascent on score_c (Simonyan et al.
+    2014), with the toolbox's regularizers (Yosinski et al. 2015): each step
+    x <- (1 - decay) x + lr * span * g / rms(g), g = d score_c / d x, span the width of `bounds`
+    (the input's valid range, 1 without), a Gaussian blur of `sigma` every `blur_every` steps,
+    then clipped to `bounds` (lo, hi), each a number or a per-channel sequence. The step is
+    normalized so one lr fits networks whose scores differ in scale."""
+    x = np.array(start, np.float32)
+    lo = hi = None
+    if bounds is not None:
+        lo, hi = (np.asarray(b, np.float32).reshape(-1, 1, 1) for b in bounds)
+    span = float(np.mean(hi - lo)) if bounds is not None else 1.0
+    first = {}
+    for t in range(steps):
+        g = input_map(ex, score, x, target, "backprop", first if t == 0 else None)
+        x = (1 - decay) * x + np.float32(lr * span) * g / np.float32(np.sqrt(np.mean(g * g)) + 1e-30)
+        if blur_every and sigma > 0 and (t + 1) % blur_every == 0:
+            x = blur(x, sigma)
+        if bounds is not None:
+            x = np.clip(x, lo, hi)
+        if progress is not None:
+            progress.tick()
+    if info is not None:
+        info["start_score"] = first.get("score")
+        info["score"] = float(input_score(ex, score, x, target))
+    return x.astype(np.float32)
+
+
+def input_score(ex, score: str, x: np.ndarray, target: int) -> float:
+    name = ex.required_inputs[0]
+    return float(ex.run(_one(ex, x), blobs=[score] if score not in ex.outputs else ())[score].reshape(
+        ex.input_shape(name)[0], -1)[0, target])
+
+
 def last_conv_blob(net) -> str:
     """The default Grad-CAM layer: the last convolution whose output is larger than 1x1."""
     g = net.graph
@@ -204,22 +252,39 @@ def last_conv_blob(net) -> str:
     return found
 
 
-def explain(ex, method: str, image: np.ndarray, target=None, layer: str | None = None, *, window: int = 8,
-            stride: int = 4, baseline: float = 0.0, labels=None) -> tuple[np.ndarray, dict]:
+def explain(ex, method: str, image: np.ndarray | None, target=None, layer: str | None = None, *,
+            window: int = 8, stride: int = 4, baseline: float = 0.0, labels=None, images=None, decode=None,
+            k: int = 9, units=None, seed: int = 0, progress=None, **ascent) -> tuple[np.ndarray, dict]:
     """(raw map, what was explained: target class, layer, score) for one input item [C, H, W]
-    by `method` (METHODS); gradient methods run on a sibling of `ex` that keeps every value."""
+    by `method` (METHODS); gradient methods run on a sibling of `ex` that keeps every value.
+    top-patches and tsne walk `images` (paths) read by `decode` (runtime/images.Decoder);
+    class-model starts from `image` (or seeded noise) and takes class_model's options."""
     if method not in METHODS:
         raise NetcError(f'unknown explain method "{method}"' + did_you_mean(method, METHODS))
     net = ex.network
     if method == "filters":
         layer = layer or first_conv(net)
         return filters(net, ex.weights, layer), {"layer": layer}
+    if method in FOLDER_METHODS:
+        return _over_folder(ex, method, layer, images, decode, k, units, seed, progress)
     if method == "features":
         if not layer:
             raise NetcError("features needs a layer (--layer NAME) whose output to show")
         return features(ex, layer_blob(net, layer), image), {"layer": layer}
     score = score_blob(net)
     classes = class_count(ex, score)
+    if method == "class-model":
+        if layer:
+            raise NetcError("class-model grows an input; it takes no layer")
+        k = class_index(0 if target is None else target, classes, labels)
+        shape = ex.input_shape(ex.required_inputs[0])[1:]
+        bounds = ascent.get("bounds")
+        span = float(np.mean(np.asarray(bounds[1]) - np.asarray(bounds[0]))) if bounds is not None else 1.0
+        start = image if image is not None else \
+            (np.random.default_rng(seed).standard_normal(shape) * 0.01 * span).astype(np.float32)
+        info = {"target": k}
+        grad_ex = ex if getattr(ex, "keep_every", False) else _keeping(ex)
+        return class_model(grad_ex, score, start, k, info=info, progress=progress, **ascent), info
     if target is None or method == "occlusion":          # the top class needs a forward first
         s = scores(ex, score, image[None])[0]
         k = int(np.argmax(s)) if target is None else class_index(target, s.size, labels)
@@ -241,6 +306,21 @@ def explain(ex, method: str, image: np.ndarray, target=None, layer: str | None =
     info["layer"] = name
     fn = gradcam if method == "gradcam" else guided_gradcam
     return fn(grad_ex, score, image, k, top, info), info
+
+
+def _over_folder(ex, method, layer, images, decode, k, units, seed, progress):
+    from . import image_sets
+    if not images or decode is None:
+        raise NetcError(f"{method} walks a folder of images: --images DIR/")
+    if not layer:
+        raise NetcError(f"{method} needs a layer (--layer NAME)" + (", e.g. fc7" if method == "tsne" else ""))
+    blob = layer_blob(ex.network, layer)
+    if method == "top-patches":
+        rows, errors = image_sets.top_patches(ex, blob, images, decode, k, units, progress)
+        return rows, {"layer": layer, "errors": errors, "units": list(range(len(rows))) if units is None
+                      else list(units)}
+    got, index, errors = image_sets.codes(ex, blob, images, decode, progress)
+    return image_sets.tsne(got, seed), {"layer": layer, "errors": errors, "index": index}
 
 
 def _keeping(ex):

@@ -94,32 +94,12 @@ def test_features_and_filters_are_the_blobs_and_weights(small, tmp_path, capsys)
 def test_occlusion_of_a_trained_digit_drops_where_the_stroke_is(tmp_path):
     """A net trained here (torch, scikit-learn's 8x8 digits, a few seconds): hiding the stroke
     lowers the class score more than hiding the empty border."""
-    from sklearn.datasets import load_digits
-    digits = load_digits()
-    x = torch.tensor(digits.images[:, None] / 16.0, dtype=torch.float32)
-    y = torch.tensor(digits.target)
-    torch.manual_seed(0)
-    conv, fc = torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.Linear(8 * 4 * 4, 10)
-    opt = torch.optim.Adam([*conv.parameters(), *fc.parameters()], lr=0.01)
-    for _ in range(60):
-        opt.zero_grad()
-        h = torch.nn.functional.max_pool2d(torch.relu(conv(x)), 2)
-        loss = torch.nn.functional.cross_entropy(fc(h.flatten(1)), y)
-        loss.backward()
-        opt.step()
-    text = """input: "data"
-input_shape { dim: 1 dim: 1 dim: 8 dim: 8 }
-layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 8 kernel_size: 3 pad: 1 } }
-layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
-layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
-layer { name: "fc" type: "InnerProduct" bottom: "pool" top: "fc" inner_product_param { num_output: 10 } }
-"""
-    net = loads(text, path="digits.prototxt")
-    w = {"conv.weight": conv.weight.detach().numpy(), "conv.bias": conv.bias.detach().numpy(),
-         "fc.weight": fc.weight.detach().numpy(), "fc.bias": fc.bias.detach().numpy()}
+    from digits import PROTOTXT, trained
+    w, x, target, _ = trained()
+    net = loads(PROTOTXT, path="digits.prototxt")
     ex = net.compile(weights=w, batch=4)
-    img = x[0, 0].numpy()                                        # a zero
-    assert int(np.argmax(ex.run({"data": np.repeat(x[:1].numpy(), 4, 0)})["fc"][0])) == digits.target[0] == 0
+    img = x[0, 0]                                                # a zero
+    assert int(np.argmax(ex.run({"data": np.repeat(x[:1], 4, 0)})["fc"][0])) == target[0] == 0
     drop = explain.occlusion(ex, "fc", img[None], 0, 2, 1, 0.0)
     ink = np.array([[img[i:i + 2, j:j + 2].sum() for j in range(7)] for i in range(7)])
     assert drop[ink > 2].mean() > 5 * max(drop[ink == 0].mean(), 1e-3)
