@@ -121,14 +121,7 @@ def explain_command(args) -> int:
     finally:
         if options.get("progress") is not None:
             options["progress"].close()
-    caption = f"{name} · {args.method}"
-    if "layer" in info:
-        caption += f" · {info['layer']}"
-    if "target" in info:
-        k = info["target"]
-        caption += f" · class {k}" + (f" {labels[k]}" if labels and k < len(labels) else "") + \
-            f" (score {info['score']:.3g})"
-    caption += f" · map {list(out.shape)}"
+    caption = f"{name} · {args.method} · {pictures.explained(info, labels, out.shape)}"
     if paths is not None:
         picture = _folder_picture(args.method, out, info, paths, options["decode"], order)
     else:
@@ -164,6 +157,7 @@ def _folder_picture(method, out, info, paths, decode, order):
 
 
 def add_parser(sub, model_args, positive, natural) -> None:
+    from . import _preprocessing
     from ..runtime.explain import METHODS
     p = sub.add_parser("explain", help="pictures of what the network computes: filters, features, occlusion, "
                        "saliency, deconvnet, guided backprop, Grad-CAM, top patches, t-SNE, class models",
@@ -205,9 +199,4 @@ def add_parser(sub, model_args, positive, natural) -> None:
     p.add_argument("--blur", type=float, default=0.5, help="class-model: the blur's sigma in pixels (default 0.5)")
     p.add_argument("-o", "--output", required=True, help="the picture, FILE.png")
     p.add_argument("--save-map", dest="save_map", metavar="FILE.npy", help="the raw map as a .npy file")
-    g = p.add_argument_group("image preprocessing (as for run)")
-    for flag, kw in (("--mean", {}), ("--std", {}), ("--scale", {"type": float, "default": None}),
-                     ("--pixels", {"choices": ("0-255", "0-1"), "default": None}),
-                     ("--channels", {"choices": ("rgb", "bgr"), "default": None}), ("--resize", {}),
-                     ("--crop", {"choices": ("center", "none"), "default": None})):
-        g.add_argument(flag, **kw)
+    _preprocessing(p, "explain")
