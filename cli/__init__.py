@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("table", "json", "csv", "markdown"), default=None,
                    help="default: from -o's suffix (.json, .csv, .md), else table")
     p.add_argument("--training", nargs="?", const="sgd", choices=("sgd", "momentum", "adam"),
-                   help="also report the memory of a training step with this optimizer")
+                   help="also report the memory of a training step with this optimizer, and the backward "
+                   "plan of the gradients netc computes (explain's), per layer and in total")
     p.add_argument("--depth", type=natural, default=None,
                    help="table: group layers by .net block path up to this depth")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
@@ -235,10 +236,14 @@ def cmd_analyze(args):
     net = _load(args)
     analysis = net.analyze(batch=args.batch, dtype=args.dtype)
     training = analysis.training_memory(args.training) if args.training else None
+    backward = None
+    if args.training:
+        from ..compiler.backward_plan import explain_backward_plan
+        backward = explain_backward_plan(net)
     if args.format == "table" and not args.output:
-        report.print_table(analysis, training=training, depth=args.depth)
+        report.print_table(analysis, training=training, depth=args.depth, backward=backward)
         return 0
-    _write(report.render(analysis, args.format, training=training, depth=args.depth), args.output)
+    _write(report.render(analysis, args.format, training=training, depth=args.depth, backward=backward), args.output)
     return 0
 
 

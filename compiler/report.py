@@ -35,11 +35,14 @@ def shape_text(shapes) -> str:
                      for s in shapes)
 
 
-def _rows(analysis, depth):
-    """Layer rows, or groups of layers sharing a '/'-separated name prefix when depth is given."""
+def _rows(analysis, depth, grads=None):
+    """Layer rows, or groups of layers sharing a '/'-separated name prefix when depth is given;
+    the last field is the gradient bytes live at the row's backward step (the most in a group)
+    from a backward plan's `gradient_bytes`, None without one."""
+    at = (lambda r: grads.get(r.name, 0)) if grads is not None else (lambda r: None)
     if depth is None:
         return [(r.name, r.type, shape_text(r.output_shapes), r.params, r.macc, r.flops,
-                 r.activation_bytes, r.receptive_field, r.forward) for r in analysis.layers]
+                 r.activation_bytes, r.receptive_field, r.forward, at(r)) for r in analysis.layers]
     groups: dict[str, list] = {}
     order = []
     for r in analysis.layers:
@@ -55,11 +58,12 @@ def _rows(analysis, depth):
         kind = last.type if len(rs) == 1 else f"{len(rs)} layers"
         rows.append((key, kind, shape_text(last.output_shapes), sum(r.params for r in rs),
                      sum(r.macc for r in rs), sum(r.flops for r in rs),
-                     sum(r.activation_bytes for r in rs), last.receptive_field, any(r.forward for r in rs)))
+                     sum(r.activation_bytes for r in rs), last.receptive_field, any(r.forward for r in rs),
+                     None if grads is None else max(at(r) for r in rs)))
     return rows
 
 
-def print_table(analysis, training=None, depth=None, console=None) -> None:
+def print_table(analysis, training=None, depth=None, console=None, backward=None) -> None:
     from rich.console import Console
     from rich.table import Table
     import sys
@@ -75,16 +79,19 @@ def print_table(analysis, training=None, depth=None, console=None) -> None:
     t.add_column("MACs", justify="right")
     t.add_column("memory", justify="right")
     t.add_column("RF", justify="right")
-    for name, typ, out, params, macc, flops, act, rf, fwd in _rows(analysis, depth):
+    if backward:
+        t.add_column("grads", justify="right")
+    for name, typ, out, params, macc, flops, act, rf, fwd, grad in _rows(analysis, depth, backward and
+                                                                      backward["gradient_bytes"]):
         style = None if fwd else "dim"
         t.add_row(escape(plain(name)), typ, out, human(params) if params else "-", human(macc) if macc else "-",
                   human_bytes(act) if act else "-", f"{rf[0]}" if rf[0] == rf[1] else f"{rf[0]}x{rf[1]}",
-                  style=style)
+                  *([human_bytes(grad) if grad else "-"] if backward else []), style=style)
     console.print(t)
-    console.print(totals_text(analysis, training))
+    console.print(totals_text(analysis, training, backward), markup=False)
 
 
-def totals_text(analysis, training=None) -> str:
+def totals_text(analysis, training=None, backward=None) -> str:
     tt = analysis.totals
     lines = [
         f"layers                 {tt['layers']}",
@@ -99,7 +106,25 @@ def totals_text(analysis, training=None) -> str:
         lines.append(f"training step ({training['optimizer']})  {human_bytes(training['total'])}  = "
                      + " + ".join(f"{k.replace('_', ' ')} {human_bytes(v)}" for k, v in training.items()
                                   if k not in ("total", "optimizer")))
+    if backward:
+        lines += backward_lines(backward)
     return "\n".join(lines) + "\n"
+
+
+def backward_lines(b: dict) -> list[str]:
+    """The backward plan (compiler/backward_plan.py) in the totals' layout."""
+    where = f"  (at {plain(b['peak_layer'])})" if b["peak_layer"] else ""
+    lines = [
+        f"backward pass          d {plain(b['score'])} / d inputs and activations, as explain runs it (float32)",
+        "  weight gradients     not computed",
+        f"  forward values kept  {human_bytes(b['kept_bytes'])}  (every layer's output, copied out of the forward)",
+        f"  forward arena        {human_bytes(b['arena_bytes'])}  (the executable's, allocated meanwhile)",
+        f"  peak gradients       {human_bytes(b['peak_gradient_bytes'])}{where}",
+        f"  total                {human_bytes(b['total_bytes'])}  (besides weights and kernel scratch)",
+    ]
+    if b["no_rule"]:
+        lines.append(f"  no backward rule     {', '.join(plain(n) for n in b['no_rule'])} (the backward stops there)")
+    return lines
 
 
 CSV_FIELDS = ("name", "type", "inputs", "outputs", "output_shapes", "params", "buffers", "macc", "flops",
@@ -111,11 +136,13 @@ def _md(text: str) -> str:
     return plain(text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;"))
 
 
-def render(analysis, fmt: str, training=None, depth=None) -> str:
+def render(analysis, fmt: str, training=None, depth=None, backward=None) -> str:
     if fmt == "json":
         d = analysis.to_dict()
         if training:
             d["training"] = training
+        if backward:
+            d["backward"] = backward
         return json.dumps(d, indent=1) + "\n"
     if fmt == "csv":
         buf = io.StringIO()
@@ -129,14 +156,20 @@ def render(analysis, fmt: str, training=None, depth=None) -> str:
                         for k in CSV_FIELDS])
         return buf.getvalue()
     if fmt == "markdown":
+        extra = (" grads |", "--:|") if backward else ("", "")
         out = [f"# {_md(analysis.network.name)} (batch {analysis.batch}, {analysis.dtype})", "",
-               "| layer | type | output | params | MACs | memory | RF |", "|---|---|---|--:|--:|--:|--:|"]
-        for name, typ, shape, params, macc, flops, act, rf, fwd in _rows(analysis, depth):
+               "| layer | type | output | params | MACs | memory | RF |" + extra[0],
+               "|---|---|---|--:|--:|--:|--:|" + extra[1]]
+        for name, typ, shape, params, macc, flops, act, rf, fwd, grad in _rows(analysis, depth, backward and
+                                                                             backward["gradient_bytes"]):
             esc = _md(name)
-            out.append(f"| {esc} | {typ} | {shape} | {params:,} | {macc:,} | {act:,} | {rf[0]}x{rf[1]} |")
-        out += ["", "```", totals_text(analysis, training).rstrip(), "```", ""]
+            out.append(f"| {esc} | {typ} | {shape} | {params:,} | {macc:,} | {act:,} | {rf[0]}x{rf[1]} |"
+                       + (f" {grad:,} |" if backward else ""))
+        text = totals_text(analysis, training, backward).rstrip()
+        fence = "`" * max(3, 1 + max((len(m) for m in re.findall("`+", text)), default=0))  # names may hold ```
+        out += ["", fence, text, fence, ""]
         return "\n".join(out)
     buf = io.StringIO()
     from rich.console import Console
-    print_table(analysis, training, depth, console=Console(file=buf, width=100, color_system=None))
+    print_table(analysis, training, depth, console=Console(file=buf, width=100, color_system=None), backward=backward)
     return buf.getvalue()
