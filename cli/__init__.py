@@ -127,16 +127,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="execute the network (numba CPU kernels, or CUDA with --gpu)")
     _model(p)
     p.add_argument("--weights", help=".npz or .caffemodel weights (default: seeded random weights, said so)")
-    p.add_argument("--input", nargs="+", help="X.npy (the whole input array), or image files (one per batch item)")
-    p.add_argument("--batch", type=positive, default=None, help="batch size (default: the number of images, else 1)")
+    p.add_argument("--input", nargs="+", help="X.npy (the whole input array), image files (one per batch item), "
+                   "or a folder of images (with --output preds.csv|.jsonl|.parquet: a row per image)")
+    p.add_argument("--batch", type=positive, default=None,
+                   help="batch size (default: the number of images, else 1; a folder: 8)")
     p.add_argument("--seed", type=natural, default=0, help="seed of the random weights and of a random input")
-    p.add_argument("-o", "--output", help="write the network's output blob to this .npy file")
-    p.add_argument("--blobs", help="comma-separated blob names to save (with --blobs-out)")
+    p.add_argument("-o", "--output", help="write the network's output blob to this .npy file (a folder: the "
+                   "predictions, .csv, .jsonl or .parquet)")
+    p.add_argument("--blobs", help="comma-separated blob names to save (with --blobs-out; a folder: as array "
+                   "columns of .parquet or .jsonl rows)")
     p.add_argument("--blobs-out", dest="blobs_out", metavar="FILE.npz",
                    help="write the --blobs to this .npz file")
     p.add_argument("--top", type=positive, default=None, help="print the K best classes of each item")
     p.add_argument("--labels", help="class names, one per line (default for 1000 classes: ImageNet's, built in)")
     _preprocessing(p, "run")
+    f = p.add_argument_group("folders of images (--input DIR/)")
+    f.add_argument("--recursive", action="store_true", help="also the images of its subfolders")
+    f.add_argument("--resume", action="store_true", help="append the images the output does not have yet")
+    f.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                   help="run on a Ray cluster (Ray Data map_batches over netc.Predictor actors): ADDRESS of its "
+                   "head (e.g. 10.0.0.5:6379 or auto), none: a local cluster on this machine's cores")
+    f.add_argument("--actors", type=positive, default=None,
+                   help="--ray: how many Predictor actors (default: one per CPU, or per GPU with --gpu)")
     p.add_argument("--profile", action="store_true", help="time each generated step (median of 5 runs)")
     p.add_argument("--gpu", action="store_true",
                    help="run the CUDA target (numba-cuda; NUMBA_ENABLE_CUDASIM=1: the simulator)")

@@ -160,6 +160,12 @@ def _print_tune_report(ex, f) -> None:
 
 
 def run_command(args) -> int:
+    from .predict import folder_run, is_folder_run
+    if is_folder_run(args):
+        return folder_run(args)
+    for flag in ("recursive", "resume", "ray", "actors"):
+        if getattr(args, flag) not in (None, False):
+            raise NetcError(f"--{flag} is for a folder of images: --input DIR/")
     if bool(args.blobs) != bool(args.blobs_out):
         raise NetcError("--blobs and --blobs-out go together: --blobs a,b --blobs-out blobs.npz")
     if args.labels and not args.top:

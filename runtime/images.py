@@ -31,13 +31,16 @@ def _eight_bit(img, Image):
     return Image.fromarray((a >> 8).astype(np.uint8), "L")
 
 
-def _read(path: str, channels: int):
-    """The decoded image in mode RGB (channels 3) or L (channels 1)."""
+def _read(path: str, channels: int, data: bytes | None = None):
+    """The decoded image (from the file, or from its bytes `data` when given) in mode RGB
+    (channels 3) or L (channels 1)."""
+    import io
     from PIL import Image
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            img = Image.open(path)
+            stream = path if data is None else io.BytesIO(data)
+            img = Image.open(stream)
             img.load()
         except FileNotFoundError:
             raise NetcError(f"cannot read image {path}: no such file") from None
@@ -46,7 +49,8 @@ def _read(path: str, channels: int):
         except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
             raise NetcError(f"refusing image {path}: {e}") from None
         except (OSError, ValueError, SyntaxError) as e:   # unidentified, truncated, corrupt
-            raise NetcError(f"cannot read image {path}: {e}") from None
+            why = str(e) if data is None else str(e).replace(repr(stream), repr(path))   # as read from the file
+            raise NetcError(f"cannot read image {path}: {why}") from None
     try:
         if img.mode in WIDE:
             img = _eight_bit(img, Image)
@@ -158,10 +162,14 @@ class Decoder:
             top, left = (mh - h) // 2, (mw - w) // 2
             self.mean_crop = prep.mean_image[:, top:top + h, left:left + w]
 
-    def __call__(self, path: str) -> np.ndarray:
+    def __call__(self, path: str, data: bytes | None = None) -> np.ndarray:
+        """The item for the image file `path` (decoded from `data`, its bytes, when given)."""
+        return self.prepare(_read(path, self.chw[0], data), path)
+
+    def prepare(self, img, path: str) -> np.ndarray:
+        """The item for a decoded image (mode RGB or L, as _read gives it)."""
         from PIL import Image
         prep, (c, h, w) = self.prep, self.chw
-        img = _read(path, c)
         size = _target_size(img.size, (h, w), prep)
         if size[0] * size[1] > 64 * h * w + (1 << 22):
             raise NetcError(f"image {path} ({img.size[0]}x{img.size[1]}) would be resized to "
@@ -179,6 +187,17 @@ class Decoder:
         a = a - (self.mean_crop if self.mean_crop is not None else self.mean.reshape(-1, 1, 1))
         a = a / self.std.reshape(-1, 1, 1) * np.float32(prep.scale)
         return a.transpose(1, 2, 0) if prep.layout == "NHWC" else a
+
+
+def from_array(decoder: Decoder, path: str, pixels: np.ndarray) -> np.ndarray:
+    """The item for an image already decoded to uint8 [H, W] or [H, W, 3 or 4] (as Ray Data's
+    read_images gives it), made the model's channel count as _read makes a file's."""
+    from PIL import Image
+    a = np.asarray(pixels)
+    if a.dtype != np.uint8 or a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 3, 4)):
+        raise NetcError(f"image {plain(path)}: expected uint8 pixels [H, W] or [H, W, 3], got {a.dtype} {list(a.shape)}")
+    img = Image.fromarray(a[..., 0] if a.ndim == 3 and a.shape[2] == 1 else a)
+    return decoder.prepare(img.convert("RGB" if decoder.chw[0] == 3 else "L"), path)
 
 
 def load_images(paths: list[str], shape: tuple, prep: "Preprocess | dict") -> np.ndarray:
