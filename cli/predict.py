@@ -26,6 +26,8 @@ def _refuse(args) -> None:
             raise NetcError(f"{flag} is for named inputs; a folder run writes rows (--blobs adds array columns)")
     if not args.output:
         raise NetcError("a folder run writes a row per image: --output preds.csv (or .jsonl, .parquet)")
+    if args.blobs and Path(args.output).suffix.lower() == ".csv":
+        raise NetcError(f"--blobs {args.blobs.split(',')[0]} is an array per image: write Parquet or JSON Lines, not CSV")
 
 
 def folder_run(args) -> int:
@@ -51,6 +53,13 @@ def folder_run(args) -> int:
                           batch=args.batch or FOLDER_BATCH, top=args.top or FOLDER_TOP, blobs=blobs, labels=labels,
                           preprocess=change, seed=args.seed)
     rows = open_rows(args.output, resume=args.resume)
+    if rows.columns is not None:
+        from ..runtime.predict import column_names
+        try:
+            rows.check_columns(column_names(net, predictor.settings["top"], blobs))
+        except NetcError:
+            rows.close()
+            raise
     left = sum(p not in rows.done for p in paths)
     where = "on Ray" + (f" at {plain(args.ray)}" if args.ray else " (a local cluster)") if args.ray is not None \
         else "on this machine"

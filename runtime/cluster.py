@@ -49,7 +49,7 @@ def predict_on_ray(predictor, paths: list[str], rows, address: str | None = None
         env = {"NUMBA_NUM_THREADS": threads, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads}
         # Reading bytes is light; the actors must leave it some CPU or the pool, holding every
         # core, waits forever for input no task can be scheduled to read.
-        ds = ray.data.read_binary_files(todo, include_paths=True, ray_remote_args={"num_cpus": READ_CPUS})
+        ds = ray.data.read_binary_files(todo, include_paths=True, num_cpus=READ_CPUS)
         per_actor = 0 if gpu else cpus // actors if cpus // actors * actors <= cpus - READ_CPUS else 1 - READ_CPUS
         ds = ds.map_batches(type(predictor), fn_constructor_kwargs=predictor.settings,
                             batch_size=predictor.settings["batch"], batch_format="numpy", concurrency=actors,

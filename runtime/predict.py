@@ -128,6 +128,15 @@ class Predictor:
         return self.columns(paths, x, errors)
 
 
+def column_names(net, top: int, blobs=()) -> list[str]:
+    """The columns Predictor.columns writes for the analyzed `net` (its last layer scores)."""
+    g = net.graph
+    last = [n for n in g.nodes if g.nodes[n]["forward"]][-1]
+    classes = int(np.prod(g.nodes[last]["shapes"][0][1:]))
+    tops = [f"top{j + 1}_{kind}" for j in range(min(top, classes)) for kind in ("index", "name", "score")]
+    return ["path", *tops, "error", *blobs]
+
+
 def predict_folder(predictor: Predictor, paths: list[str], rows, progress=None, workers: int | None = None) -> dict:
     """Every path not yet in `rows` through the network on this machine, decoding on threads
     ahead of the compute; {"images", "failed", "seconds"} of this run."""
