@@ -1467,7 +1467,7 @@ def reference(path, input_shapes: dict | None = None, *, prior_box: str = "ssd")
     """Per-layer output shapes, learnable parameter counts and stored buffers, as Caffe builds the
     TEST-phase net of `path`. input_shapes overrides input/data blob shapes (name -> tuple).
     prior_box="faceboxes" uses sfzhang15/FaceBoxes' PriorBox (3 min_sizes -> 21 priors)."""
-    _check(prior_box in ("ssd", "faceboxes"), f"prior_box must be 'ssd' or 'faceboxes'")
+    _check(prior_box in ("ssd", "faceboxes"), "prior_box must be 'ssd' or 'faceboxes'")
     overrides = {k: tuple(v) for k, v in (input_shapes or {}).items()}
     net = parse_file(path)
     layers = _upgrade_layers(net)

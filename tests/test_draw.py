@@ -5,7 +5,6 @@ import io
 import re
 import time
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 

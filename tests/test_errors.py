@@ -23,7 +23,6 @@ import pytest
 
 from netc.cli import main
 from netc.compiler.build import ir_signature
-from netc.compiler.errors import NetcError
 from netc.compiler.network import MAX_FILE_BYTES, loads
 
 from hostile import HOSTILE, _quote

@@ -65,7 +65,7 @@ class Net:
 
     def to_net(self) -> str:
         n0, _, p0, _ = self.layers[0]
-        lines = [f"network fuzz", f"input {n0}: {list(p0['shape'])}"]
+        lines = ["network fuzz", f"input {n0}: {list(p0['shape'])}"]
         for name, typ, params, bottoms in self.layers[1:]:
             args = ", ".join(f"{k}={v}" for k, v in params.items())
             lines.append(f"{name}: {typ}" + (f"({args})" if args else "") + " <- " + ", ".join(bottoms))

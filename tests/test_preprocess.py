@@ -5,12 +5,10 @@ images whose every pixel is known (no resampling, so the expected values need no
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from PIL import Image
 
 import netc
 from netc.cli import main
-from netc.compiler.errors import NetcError
 from netc.runtime.images import Preprocess, load_images
 
 import caffe_proto

@@ -391,7 +391,6 @@ class LRN(Layer):
         return None
 
     def onnx(self, b, n, d, ins):
-        import numpy as np
         a, size = d["attrs"], d["attrs"]["local_size"]
         if a["norm_region"] == "ACROSS_CHANNELS":
             return b.node("LRN", ins, name=n, size=size, alpha=float(a["alpha"]), beta=float(a["beta"]),

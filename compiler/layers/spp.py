@@ -83,7 +83,6 @@ class SPP(Layer):
         return [torch.cat([t.reshape(N, -1) for t in parts], 1)]
 
     def onnx(self, b, n, d, ins):
-        import numpy as np
         shape = d["in_shapes"][0]
         outs = []
         for level, (_, kh, kw, ph, pw, OH, OW) in enumerate(self._windows(shape, d["attrs"])):
@@ -138,7 +137,7 @@ class SPP(Layer):
         launches = []
         for off, kh, kw, ph, pw, OH, OW in self._windows((N, C, H, W), a):
             x = f"A[{ux(i(src), f'(n * {i(C)} + c) * {i(H * W)}', f'ih * {i(W)} + iw')}]"
-            init, acc = ((f"m = float32(-3.4028234663852886e38)", f"m = max(m, {x})") if a["pool"] == "MAX"
+            init, acc = (("m = float32(-3.4028234663852886e38)", f"m = max(m, {x})") if a["pool"] == "MAX"
                          else (f"m = {ZERO}", f"m += {x}"))
             fin = "m" if a["pool"] == "MAX" else "m / float32((he - hs) * (we - ws))"
             body = "\n".join(split_index("i", [("n", N), ("c", C), ("oh", OH), ("ow", OW)]) + [
