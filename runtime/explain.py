@@ -25,7 +25,7 @@ def score_blob(net) -> str:
         raise NetcError("this network computes nothing to explain")
     last = forward[-1]
     d = g.nodes[last]
-    if d["type"] == "Softmax":
+    if REGISTRY[d["type"]].scores_in:
         return d["bottoms"][0]
     return d["tops"][0]
 
@@ -109,8 +109,8 @@ def filters(net, weights: dict, layer: str) -> np.ndarray:
     g = net.graph
     layer_blob(net, layer)
     d = g.nodes[layer]
-    if d["type"] not in ("Convolution", "ConvolutionDepthwise", "Deconvolution"):
-        convs = [n for n in g.nodes if g.nodes[n]["type"] in ("Convolution", "ConvolutionDepthwise")]
+    if not REGISTRY[d["type"]].kernels:
+        convs = [n for n in g.nodes if REGISTRY[g.nodes[n]["type"]].kernels]
         raise NetcError(f'"{layer}" is a {d["type"]} layer; filters are a convolution\'s '
                         f'(this network\'s: {", ".join(convs[:5])}{" ..." if len(convs) > 5 else ""})')
     return np.asarray(weights[f"{layer}.weight"])
@@ -119,7 +119,7 @@ def filters(net, weights: dict, layer: str) -> np.ndarray:
 def first_conv(net) -> str:
     g = net.graph
     for n in g.nodes:
-        if g.nodes[n]["type"] in ("Convolution", "ConvolutionDepthwise"):
+        if REGISTRY[g.nodes[n]["type"]].feature_conv:
             return n
     raise NetcError("this network has no convolution")
 
@@ -244,7 +244,7 @@ def last_conv_blob(net) -> str:
     found = None
     for n in g.nodes:
         d = g.nodes[n]
-        if d["type"] in ("Convolution", "ConvolutionDepthwise") and len(d["shapes"][0]) == 4 \
+        if REGISTRY[d["type"]].feature_conv and len(d["shapes"][0]) == 4 \
                 and d["shapes"][0][2] * d["shapes"][0][3] > 1:
             found = n
     if found is None:

@@ -114,6 +114,8 @@ class Predictor:
             return None, f"cannot read image {plain(path)}: {e}"
 
     def __call__(self, batch: dict) -> dict[str, np.ndarray]:
+        if "paths" in batch:
+            return self._chunks(batch["paths"])
         paths = [str(p) for p in batch["path"]]
         shape = self.executable.input_shape(self.executable.required_inputs[0])[1:]
         x = np.zeros((len(paths), *shape), np.float32)
@@ -128,6 +130,20 @@ class Predictor:
         return self.columns(paths, x, errors)
 
 
+    def _chunks(self, chunks) -> dict[str, np.ndarray]:
+        """Rows for whole batches of paths read here (netc run --ray): each chunk is run as the
+        one-machine run runs it, decoded on threads ahead of the compute."""
+        from .folder import batches
+        ex = self.executable
+        shape = ex.input_shape(ex.required_inputs[0])
+        paths = [str(p) for chunk in chunks for p in chunk]
+        if any(len(chunk) != shape[0] for chunk in list(chunks)[:-1]):
+            raise NetcError(f"each row of paths must hold a whole batch of {shape[0]}")
+        parts = [self.columns(b.paths, b.x[:len(b.paths)], b.errors)
+                 for b in batches(paths, self.decoder, shape[0], shape[1:])]
+        return {k: np.concatenate([c[k] for c in parts]) for k in parts[0]}
+
+
 def column_names(net, top: int, blobs=()) -> list[str]:
     """The columns Predictor.columns writes for the analyzed `net` (its last layer scores)."""
     g = net.graph
@@ -137,6 +153,19 @@ def column_names(net, top: int, blobs=()) -> list[str]:
     return ["path", *tops, "error", *blobs]
 
 
+def chunks_to_do(paths: list[str], done: set, batch: int) -> list[list[str]]:
+    """The batches of `paths` (cut at multiples of `batch` of the whole list, as the first run
+    cut them) holding an image not in `done`: a resumed image meets the kernels in the batch and
+    position it would have had, so its row is the uninterrupted run's."""
+    cut = [paths[k:k + batch] for k in range(0, len(paths), batch)]
+    return [c for c in cut if any(p not in done for p in c)]
+
+
+def not_done(cols: dict, done: set) -> dict:
+    keep = np.array([p not in done for p in cols["path"]], bool)
+    return cols if keep.all() else {k: v[keep] for k, v in cols.items()}
+
+
 def predict_folder(predictor: Predictor, paths: list[str], rows, progress=None, workers: int | None = None) -> dict:
     """Every path not yet in `rows` through the network on this machine, decoding on threads
     ahead of the compute; {"images", "failed", "seconds"} of this run."""
@@ -144,12 +173,15 @@ def predict_folder(predictor: Predictor, paths: list[str], rows, progress=None, 
     from .folder import batches
     ex = predictor.executable
     shape = ex.input_shape(ex.required_inputs[0])
-    todo = [p for p in paths if p not in rows.done]
-    failed, start = 0, time.perf_counter()
+    todo = [p for c in chunks_to_do(paths, rows.done, shape[0]) for p in c]
+    images = failed = 0
+    start = time.perf_counter()
     for b in batches(todo, predictor.decoder, shape[0], shape[1:], workers):
-        cols = predictor.columns(b.paths, b.x[:len(b.paths)], b.errors)
+        cols = not_done(predictor.columns(b.paths, b.x[:len(b.paths)], b.errors), rows.done)
         rows.write(cols)
-        failed += sum(e is not None for e in b.errors)
+        images += len(cols["path"])
+        failed += sum(1 for e in cols["error"] if e)
         if progress is not None:
-            progress.tick(len(b.paths))
-    return {"images": len(todo), "failed": failed, "seconds": time.perf_counter() - start}
+            progress.tick(len(cols["path"]))
+    return {"images": images, "failed": failed, "seconds": time.perf_counter() - start}
+

@@ -86,6 +86,9 @@ class Layer:
     elementwise: bool = False    # output i depends on input i only: may run in place
     forward: bool = True         # False for loss/accuracy: kept but not part of inference
     source: bool = False         # produces the network's inputs (fed, never computed)
+    kernels: bool = False        # its weight is [out, in, kh, kw] kernels (explain --method filters)
+    feature_conv: bool = False   # a convolution computing feature maps (explain's default layers)
+    scores_in: bool = False      # its input is the class scores it normalizes (explain's score: Softmax)
     sink: bool = False           # marks an output: reads its bottoms, computes nothing
     swallows: bool = False       # a sink whose bottoms are not outputs (Silence)
     epilogue_merge: bool = False  # a producer's epilogue may compute it (ResNet's residual add)

@@ -26,6 +26,7 @@ CONV_PARAMS = (
 
 
 class _ConvBase(Layer):
+    kernels = True
     messages = ("convolution_param",)
     params = CONV_PARAMS
     family = "conv"
@@ -105,6 +106,7 @@ class _ConvBase(Layer):
 @register
 class Convolution(_ConvBase):
     type = "Convolution"
+    feature_conv = True
     cost = "MACs: output elements x (input channels / group) x kh x kw; + 1 add per output with a bias"
     aliases = ("CONVOLUTION", "Conv")
     short = "conv"

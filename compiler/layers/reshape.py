@@ -235,6 +235,7 @@ class Crop(Layer):
 @register
 class Softmax(Layer):
     type = "Softmax"
+    scores_in = True
     cost = "per element: 1 max, 2 adds, 1 exp, 1 divide"
     aliases = ("SOFTMAX",)
     messages = ("softmax_param",)
