@@ -11,6 +11,7 @@ import os
 import sys
 
 from ..compiler.errors import NetcError
+from .common import preprocessing_flags
 
 EXIT_USER_ERROR = 2
 
@@ -46,20 +47,6 @@ def _model(p):
     p.add_argument("--input-shape", dest="input_shape", action="append", type=input_shape, default=[],
                    metavar="NAME=NxCxHxW", help="give an input another shape (placeholder inputs sized at "
                    "run time, e.g. data=1x3x368x368); repeat it for several inputs; N is the batch")
-
-
-def _preprocessing(p, command: str):
-    g = p.add_argument_group(f"image preprocessing (default: what the model's input says; {command} prints what "
-                             "it applies)")
-    g.add_argument("--mean", help="per-channel mean (104,117,123) in the model's channel order, or a Caffe "
-                   "mean.binaryproto file")
-    g.add_argument("--std", help="per-channel divisor after the mean (torchvision: 0.229,0.224,0.225 with --pixels 0-1)")
-    g.add_argument("--scale", type=float, default=None, help="multiplier after mean and std (Caffe's transform scale)")
-    g.add_argument("--pixels", choices=("0-255", "0-1"), default=None, help="pixel range before the mean (0-1: /255)")
-    g.add_argument("--channels", choices=("rgb", "bgr"), default=None, help="channel order (Caffe models: bgr)")
-    g.add_argument("--resize", help="before the crop: S (shorter side, as torchvision's Resize(256)) or HxW")
-    g.add_argument("--crop", choices=("center", "none"), default=None,
-                   help="center-crop to the input size (default), or resize straight to it")
 
 
 def _version() -> str:
@@ -122,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=natural, default=0, help="seed of the random weights")
     e.add_argument("--target", help="class index or name to explain (default: the top class)")
     e.add_argument("--labels", help="class names, one per line (default for 1000 classes: ImageNet's)")
-    _preprocessing(p, "report")
+    preprocessing_flags(p, "report")
 
     p = sub.add_parser("run", help="execute the network (numba CPU kernels, or CUDA with --gpu)")
     _model(p)
@@ -140,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the --blobs to this .npz file")
     p.add_argument("--top", type=positive, default=None, help="print the K best classes of each item")
     p.add_argument("--labels", help="class names, one per line (default for 1000 classes: ImageNet's, built in)")
-    _preprocessing(p, "run")
+    preprocessing_flags(p, "run")
     f = p.add_argument_group("folders of images (--input DIR/)")
     f.add_argument("--recursive", action="store_true", help="also the images of its subfolders")
     f.add_argument("--resume", action="store_true", help="append the images the output does not have yet")
@@ -330,6 +317,9 @@ def cmd_report(args):
 
 
 def cmd_run(args):
+    from .predict import folder_run, is_folder_run
+    if is_folder_run(args):
+        return folder_run(args)
     from .run import run_command
     return run_command(args)
 

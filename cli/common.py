@@ -120,3 +120,18 @@ def save_arrays(path, arrays: dict) -> None:
                     np.lib.format.write_array(f, np.asarray(a), allow_pickle=False)
     except OSError as e:
         raise NetcError(f"cannot write {path}: {e.strerror}") from None
+
+
+def preprocessing_flags(p, command: str):
+    """The image preprocessing options run, explain and report share."""
+    g = p.add_argument_group(f"image preprocessing (default: what the model's input says; {command} prints what "
+                             "it applies)")
+    g.add_argument("--mean", help="per-channel mean (104,117,123) in the model's channel order, or a Caffe "
+                   "mean.binaryproto file")
+    g.add_argument("--std", help="per-channel divisor after the mean (torchvision: 0.229,0.224,0.225 with --pixels 0-1)")
+    g.add_argument("--scale", type=float, default=None, help="multiplier after mean and std (Caffe's transform scale)")
+    g.add_argument("--pixels", choices=("0-255", "0-1"), default=None, help="pixel range before the mean (0-1: /255)")
+    g.add_argument("--channels", choices=("rgb", "bgr"), default=None, help="channel order (Caffe models: bgr)")
+    g.add_argument("--resize", help="before the crop: S (shorter side, as torchvision's Resize(256)) or HxW")
+    g.add_argument("--crop", choices=("center", "none"), default=None,
+                   help="center-crop to the input size (default), or resize straight to it")

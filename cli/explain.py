@@ -8,7 +8,7 @@ import numpy as np
 
 from ..compiler.errors import NetcError
 from ..compiler.report import plain
-from .common import check_output, load_model
+from .common import check_output, load_model, preprocessing_flags
 from .run import _input_source, _read_input, imagenet_classes, preprocessing, read_labels
 
 OCCLUSION_BATCH = 16
@@ -157,7 +157,6 @@ def _folder_picture(method, out, info, paths, decode, order):
 
 
 def add_parser(sub, model_args, positive, natural) -> None:
-    from . import _preprocessing
     from ..runtime.explain import METHODS
     p = sub.add_parser("explain", help="pictures of what the network computes: filters, features, occlusion, "
                        "saliency, deconvnet, guided backprop, Grad-CAM, top patches, t-SNE, class models",
@@ -199,4 +198,4 @@ def add_parser(sub, model_args, positive, natural) -> None:
     p.add_argument("--blur", type=float, default=0.5, help="class-model: the blur's sigma in pixels (default 0.5)")
     p.add_argument("-o", "--output", required=True, help="the picture, FILE.png")
     p.add_argument("--save-map", dest="save_map", metavar="FILE.npy", help="the raw map as a .npy file")
-    _preprocessing(p, "explain")
+    preprocessing_flags(p, "explain")

@@ -13,6 +13,7 @@ import numpy as np
 from ..compiler.errors import NetcError
 from ..compiler.layers.base import fmt_shape
 from ..compiler.report import plain
+from ..runtime.images import IMAGENET_CLASSES, imagenet_classes  # noqa: F401 -- explain reads them here
 from .common import check_output, load_model as _load, save_array, save_arrays
 
 
@@ -123,15 +124,6 @@ def read_labels(path: str) -> list[str]:
         raise NetcError(f"cannot read labels {path}: {e.strerror}") from None
 
 
-IMAGENET_CLASSES = 1000
-
-
-def imagenet_classes() -> list[str]:
-    """The 1000 ILSVRC-2012 class names shipped with netc (runtime/data/SOURCE.md)."""
-    return (Path(__file__).resolve().parent.parent / "runtime" / "data" / "imagenet_classes.txt") \
-        .read_text(encoding="utf-8").splitlines()
-
-
 def _target(args) -> str:
     """"cuda" with --gpu, else "cpu"; refuses --tune without --gpu and, with it, says up front
     that compiling waits on timing (the first tuning on a GPU takes a while)."""
@@ -160,9 +152,6 @@ def _print_tune_report(ex, f) -> None:
 
 
 def run_command(args) -> int:
-    from .predict import folder_run, is_folder_run
-    if is_folder_run(args):
-        return folder_run(args)
     for flag in ("recursive", "resume", "ray", "actors"):
         if getattr(args, flag) not in (None, False):
             raise NetcError(f"--{flag} is for a folder of images: --input DIR/")

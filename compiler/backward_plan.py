@@ -25,12 +25,6 @@ from .plan import assign_offsets
 
 FLOAT32 = 4
 
-# Inputs a layer's backward rule never returns a gradient for (their Layer.backward gives None
-# or nothing there): a shape reference (Crop's and Interp's second) or indices (the mask of
-# SegNet's unpooling Upsample). Every other input of a reached layer gets one.
-NO_GRADIENT = {"Crop": {1}, "Interp": {1}, "Upsample": {1}}
-
-
 def blob_keys(g: nx.DiGraph) -> dict[str, tuple]:
     """Blob name -> the (layer, port) that last writes it in forward order (as Executable's)."""
     keys = {}
@@ -62,7 +56,7 @@ def backward_plan(g: nx.DiGraph, seeds) -> dict:
         if mine and d["inputs"] and not layer.source:
             if type(layer).backward is Layer.backward:
                 no_rule.append(n)
-            skip = NO_GRADIENT.get(d["type"], ())
+            skip = layer.no_gradient_inputs          # shape references, indices
             for i, src in enumerate(d["inputs"]):
                 if i not in skip and src not in alive:
                     alive.add(src)

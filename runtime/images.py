@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -220,3 +221,12 @@ def _target_size(size: tuple, hw: tuple, prep: Preprocess) -> tuple[int, int]:
         r = prep.resize / min(iw, ih)
         return max(1, round(iw * r)), max(1, round(ih * r))
     return prep.resize[1], prep.resize[0]
+
+
+IMAGENET_CLASSES = 1000
+
+
+def imagenet_classes() -> list[str]:
+    """The 1000 ILSVRC-2012 class names shipped with netc (runtime/data/SOURCE.md)."""
+    return (Path(__file__).resolve().parent / "data" / "imagenet_classes.txt") \
+        .read_text(encoding="utf-8").splitlines()

@@ -54,7 +54,7 @@ class Predictor:
             classes = int(np.prod(net.graph.nodes[key[0]]["shapes"][key[1]][1:]))
             labels = s["labels"]
             if labels is None and classes == 1000:
-                from ..cli.run import imagenet_classes
+                from .images import imagenet_classes
                 labels = imagenet_classes()
             self._ready = (ex, decoder, labels or [], out)
         return self._ready

@@ -89,6 +89,7 @@ class Layer:
     kernels: bool = False        # its weight is [out, in, kh, kw] kernels (explain --method filters)
     feature_conv: bool = False   # a convolution computing feature maps (explain's default layers)
     scores_in: bool = False      # its input is the class scores it normalizes (explain's score: Softmax)
+    no_gradient_inputs: tuple = ()   # inputs its backward never returns a gradient for (shape refs, indices)
     sink: bool = False           # marks an output: reads its bottoms, computes nothing
     swallows: bool = False       # a sink whose bottoms are not outputs (Silence)
     epilogue_merge: bool = False  # a producer's epilogue may compute it (ResNet's residual add)

@@ -28,6 +28,7 @@ def _tables(size_in: int, size_out: int, start: int):
 @register
 class Interp(Layer):
     type = "Interp"
+    no_gradient_inputs = (1,)     # the second input only gives the output size
     cost = "per output element: 4 multiplies, 3 adds (bilinear)"
     messages = ("interp_param",)
     params = (Param("height", positive=True), Param("width", positive=True),

@@ -156,6 +156,7 @@ class Permute(Layer):
 @register
 class Crop(Layer):
     type = "Crop"
+    no_gradient_inputs = (1,)     # the second input only gives the output size
     cost = "no arithmetic: a copy of the window"
     aliases = ("CROP",)
     messages = ("crop_param",)

@@ -33,6 +33,7 @@ def resize(b, n, d, x, **attrs) -> list[str]:
 @register
 class Upsample(Layer):
     type = "Upsample"
+    no_gradient_inputs = (1,)     # SegNet's mask: argmax indices
     messages = ("upsample_param",)
     params = (Param("scale", default=2, positive=True), Param("scale_h", positive=True),
               Param("scale_w", positive=True), Param("upsample_h", positive=True),
