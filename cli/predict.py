@@ -52,6 +52,10 @@ def folder_run(args) -> int:
     predictor = Predictor(args.model, weights=args.weights, target="cuda" if args.gpu else "cpu",
                           batch=args.batch or FOLDER_BATCH, top=args.top or FOLDER_TOP, blobs=blobs, labels=labels,
                           preprocess=change, seed=args.seed)
+    if args.ray is None:        # compiled before the output is opened and before the clock starts
+        ex = predictor.executable
+        print(f"note: preprocessing: {predictor.decoder.prep.describe(ex.input_shape(ex.required_inputs[0]))}",
+              file=sys.stderr)
     rows = open_rows(args.output, resume=args.resume)
     if rows.columns is not None:
         from ..runtime.predict import column_names
@@ -74,10 +78,6 @@ def folder_run(args) -> int:
             summary = predict_on_ray(predictor, paths, rows, address=args.ray or None, actors=args.actors,
                                      gpu=args.gpu, progress=bar)
         else:
-            if left:
-                ex = predictor.executable
-                print(f"note: preprocessing: {predictor.decoder.prep.describe(ex.input_shape(ex.required_inputs[0]))}",
-                      file=sys.stderr)
             summary = predict_folder(predictor, paths, rows, progress=bar)
     except KeyboardInterrupt:
         print(f"\ninterrupted: {rows.written} row(s) written to {plain(args.output)}; --resume does the rest",

@@ -208,3 +208,22 @@ def test_the_same_rows_on_a_local_ray_cluster(setup, capsys):
         full = str(setup["folder"] / r["path"].rsplit("/", 1)[-1])
         assert r["top1_name"] == rows[full]["top1_name"]
         assert f"{float(r['top1_score']):.9g}" == rows[full]["top1_score"]
+
+
+def test_gpu_actors_on_ray_in_the_cuda_simulator(setup, capsys, monkeypatch):
+    """--ray --gpu: one actor per GPU of the cluster, each running the CUDA target (here numba's
+    simulator, on a cluster that declares one GPU); its rows equal the one-process --gpu run's."""
+    import ray
+    monkeypatch.setenv("NUMBA_ENABLE_CUDASIM", "1")         # inherited by the cluster's workers
+    for name in [f"p{k:02d}.png" for k in range(4, 17)] + ["gray.jpg"]:
+        (setup["folder"] / name).unlink()                      # the simulator is slow: 6 images
+    one, cluster = setup["tmp"] / "one.csv", setup["tmp"] / "ray.csv"
+    assert run(setup, one, "--batch", "2", "--gpu") == 0
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        assert run(setup, cluster, "--batch", "2", "--gpu", "--ray") == 0
+    finally:
+        ray.shutdown()
+    assert "1 Ray actor(s)" in capsys.readouterr().out
+    assert cluster.read_bytes() == one.read_bytes()
+    assert sum(1 for r in read_csv(one) if r["error"]) == 2
