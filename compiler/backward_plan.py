@@ -2,11 +2,9 @@
 forward's buffer plan (passes.plan_memory, plan.py), for `netc analyze --training`.
 
 What the runtime holds while it takes gradients, in float32 (the runtime's element type):
-- the forward's values, all of them: the executable is compiled with keep_every and every
-  layer's output is copied out after its step (`Executable.values`), so each (layer, port)
-  output counts once, in-place layers and views included;
-- the executable's own arena, laid out by the forward plan (plan.assign_offsets), which stays
-  allocated meanwhile;
+- the forward's values, all of them, in the arena of the executable compiled with keep_every
+  (plan.keep_every_buffers): every layer's output in its own buffer, in-place layers included,
+  views (Flatten, Reshape) sharing their input's; `Executable.values` hands them out uncopied;
 - the gradient arrays, walked in reverse forward order: the gradient of (layer, port) is born
   at the first backward step that produces it (its last reader in forward order that a gradient
   reaches), or at the start for a seed, and dropped at its producer's step. The bytes counted at
@@ -21,7 +19,7 @@ import networkx as nx
 from .layers import REGISTRY, numel
 from .layers.base import Layer
 from .passes import forward_nodes
-from .plan import assign_offsets
+from .plan import keep_every_buffers
 
 FLOAT32 = 4
 
@@ -36,16 +34,15 @@ def blob_keys(g: nx.DiGraph) -> dict[str, tuple]:
 
 def backward_plan(g: nx.DiGraph, seeds) -> dict:
     """The plan of a backward pass from the gradients of `seeds` ((layer, port) keys): bytes of
-    the forward values kept ("kept_bytes"), of the forward arena ("arena_bytes"), the gradient
+    the forward values kept ("kept_bytes": the keep_every executable's arena), the gradient
     bytes live at each layer's backward step ("gradient_bytes", {layer: bytes}, every forward
-    layer), their peak ("peak_gradient_bytes", at "peak_layer"), "total_bytes" (the three), and
+    layer), their peak ("peak_gradient_bytes", at "peak_layer"), "total_bytes" (the two), and
     the layers a gradient reaches whose type has no backward rule ("no_rule")."""
     order = forward_nodes(g)
 
     def nbytes(key):
         return numel(g.nodes[key[0]]["shapes"][key[1]]) * FLOAT32
-    kept = sum(nbytes((n, p)) for n in order for p in range(len(g.nodes[n]["tops"])))
-    _, arena = assign_offsets(g)
+    kept = keep_every_buffers(g)[2] * FLOAT32
     alive = set(seeds)
     live = sum(nbytes(k) for k in alive)
     at, no_rule = {}, []
@@ -67,9 +64,9 @@ def backward_plan(g: nx.DiGraph, seeds) -> dict:
             live -= nbytes(k)
     peak_layer = max(at, key=at.get, default=None)
     peak = at[peak_layer] if peak_layer is not None else 0
-    return {"dtype": "float32", "kept_bytes": kept, "arena_bytes": arena * FLOAT32,
+    return {"dtype": "float32", "kept_bytes": kept,
             "peak_gradient_bytes": peak, "peak_layer": peak_layer,
-            "total_bytes": kept + arena * FLOAT32 + peak, "gradient_bytes": at,
+            "total_bytes": kept + peak, "gradient_bytes": at,
             "no_rule": no_rule[::-1]}
 
 

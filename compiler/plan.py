@@ -39,6 +39,28 @@ def assign_offsets(g: nx.DiGraph) -> tuple[list[int], int]:
     return place(*lifetimes(g))
 
 
+def keep_every_buffers(g: nx.DiGraph) -> tuple[dict, list[int], int]:
+    """(buffer id per (layer, port), offsets, arena length in floats) for an executable that keeps
+    every value (the backward pass reads them all): each output its own buffer for the whole
+    run, in place layers included; views (Flatten, Reshape) still alias their input."""
+    from .layers import REGISTRY
+    order = forward_nodes(g)
+    buffer_of: dict = {}
+    offsets: list[int] = []
+    length = 0
+    for n in order:
+        d = g.nodes[n]
+        layer = REGISTRY[d["type"]]
+        for port, shape in enumerate(d["shapes"]):
+            if port == 0 and d["inputs"] and layer.is_view(d["attrs"]):
+                buffer_of[(n, port)] = buffer_of[d["inputs"][0]]
+                continue
+            buffer_of[(n, port)] = len(offsets)
+            offsets.append(length)
+            length += _numel(shape)
+    return buffer_of, offsets, length
+
+
 def place(size: list[int], birth: list[int], end: list[int]) -> tuple[list[int], int]:
     """Greedy-by-size placement of buffers with these lifetimes (the CUDA target calls it with
     some births moved earlier, for producers that write straight into a concat buffer)."""

@@ -117,8 +117,7 @@ def backward_lines(b: dict) -> list[str]:
     lines = [
         f"backward pass          d {plain(b['score'])} / d inputs and activations, as explain runs it (float32)",
         "  weight gradients     not computed",
-        f"  forward values kept  {human_bytes(b['kept_bytes'])}  (every layer's output, copied out of the forward)",
-        f"  forward arena        {human_bytes(b['arena_bytes'])}  (the executable's, allocated meanwhile)",
+        f"  forward values kept  {human_bytes(b['kept_bytes'])}  (every layer's output in its own buffer: the arena)",
         f"  peak gradients       {human_bytes(b['peak_gradient_bytes'])}{where}",
         f"  total                {human_bytes(b['total_bytes'])}  (besides weights and kernel scratch)",
     ]

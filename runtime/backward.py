@@ -3,7 +3,7 @@ the forward's own values, each layer's rule in its module (`Layer.backward`).
 
 A gradient lives from the step of its last reader until its producer's step (then it is
 dropped): the backward plan next to the forward's. The forward values all stay, read from an
-executable compiled with keep_every=True (nothing fused, nothing overwritten before it is read).
+executable compiled with keep_every=True (nothing fused, each value in its own buffer).
 """
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ def gradients(ex, feeds: dict, seeds: dict, rule: str = "backprop", wanted=(),
     values by key), seeds given as {(layer, port): gradient array}; the forward runs on `feeds`.
 
     `stats`, when given, receives what the walk held (compiler/backward_plan.py predicts the same
-    numbers for `netc analyze --training`): "kept_bytes" (the forward's values), and, counting
+    numbers for `netc analyze --training`): "kept_bytes" (the forward's values: the keep_every
+    executable's arena), and, counting
     the gradient arrays alive at each layer's step (those waiting plus those it produced, before
     its own are dropped), "gradient_bytes" {layer: bytes} and their maximum "peak_gradient_bytes"."""
     if rule not in RULES:
@@ -45,7 +46,7 @@ def gradients(ex, feeds: dict, seeds: dict, rule: str = "backprop", wanted=(),
         at[n] = live
         live -= sum(dy.nbytes for dy in dys if dy is not None)
     if stats is not None:
-        stats.update(kept_bytes=sum(v.nbytes for v in values.values()), gradient_bytes=at,
+        stats.update(kept_bytes=ex.arena_bytes, gradient_bytes=at,
                      peak_gradient_bytes=max(at.values(), default=0))
     return got, values
 

@@ -23,7 +23,7 @@ from ..compiler.passes import forward_nodes, refuse_soft_shapes
 from . import memory, progress
 from . import weights as wmod
 from .threads import configure_numba, loops_parallel
-from ..compiler.plan import assign_offsets
+from ..compiler.plan import assign_offsets, keep_every_buffers
 
 
 def cache_dir(target: str = "cpu"):
@@ -66,8 +66,9 @@ def generate(net, batch: int | None = None, weights=None, seed: int = 0, blobs=(
             from ..compiler.errors import did_you_mean
             raise NetcError(f'no blob named "{b}"' + did_you_mean(b, list(blob_key)))
         keep.add(blob_key[b])
-    if keep_every:      # every layer's own output, before any in-place layer overwrites it (backward)
+    if keep_every:      # every layer's own output, in its own buffer: nothing fused or overwritten
         keep = {(n, p) for n in order for p in range(len(g.nodes[n]["tops"]))}
+        buffer_of, offsets, length = keep_every_buffers(g)
     if target_lower is None:
         prog = lower(g, w, buffer_of, keep, parallel=loops_parallel())
     else:
@@ -109,6 +110,10 @@ class CpuTarget:
 
     def fetch(self, key) -> np.ndarray:
         return self.views[self.view_of[key]].copy()
+
+    def view(self, key) -> np.ndarray:
+        """The arena's own array for key (overwritten by the next run)."""
+        return self.views[self.view_of[key]]
 
     def launch(self, k: int) -> None:
         self.steps[k]()
@@ -248,21 +253,18 @@ class Executable:
                        **options)
 
     def values(self, feeds: dict) -> dict:
-        """(layer, port) -> every layer's output as it wrote it (before in-place layers write
-        over it): what the backward pass reads. Needs compile(..., keep_every=True)."""
+        """(layer, port) -> every layer's output as it wrote it (each has its own buffer, in-place
+        layers included): what the backward pass reads. Needs compile(..., keep_every=True). On the
+        CPU the arrays are the arena's own (no copies), valid until the next run."""
         if not self.keep_every:
             raise NetcError("values() needs an executable compiled with keep_every=True")
         self._feed(feeds)
-        got = {}
-        g = self.network.graph
-        for n in self.order:
-            k = self.program.step_at.get(n)
-            if k is not None:
-                self.target.launch(k)
-            for p in range(len(g.nodes[n]["tops"])):
-                got[(n, p)] = self.target.fetch((n, p))
+        for k in range(len(self.program.steps)):
+            self.target.launch(k)
         self.target.sync()
-        return got
+        g = self.network.graph
+        read = getattr(self.target, "view", self.target.fetch)
+        return {(n, p): read((n, p)) for n in self.order for p in range(len(g.nodes[n]["tops"]))}
 
     def _ticker(self):
         """Progress over the steps of a first run (kernels compile at their first call) and of

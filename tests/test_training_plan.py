@@ -59,7 +59,8 @@ def measured(net, seed_all: bool, batch=None):
     stats = {}
     got, values = gradients(ex, {name: x}, seeds, wanted=[ex.inputs[name]], stats=stats)
     assert np.abs(got[ex.inputs[name]]).max() > 0          # a gradient really went all the way back
-    assert stats["kept_bytes"] == sum(v.nbytes for v in values.values())
+    distinct = {v.__array_interface__["data"][0]: v.nbytes for v in values.values()}     # views share
+    assert stats["kept_bytes"] == sum(distinct.values()) == ex.arena_bytes
     return backward_plan(g, keys), stats, ex
 
 
@@ -67,23 +68,21 @@ def assert_plan_is_what_ran(plan, stats, ex):
     assert plan["peak_gradient_bytes"] == stats["peak_gradient_bytes"] > 0
     assert plan["gradient_bytes"] == stats["gradient_bytes"]          # every layer's step
     assert plan["kept_bytes"] == stats["kept_bytes"]
-    assert plan["arena_bytes"] == ex.arena_bytes == ex.target.arena.nbytes
-    assert plan["total_bytes"] == plan["kept_bytes"] + plan["arena_bytes"] + plan["peak_gradient_bytes"]
+    assert plan["kept_bytes"] == ex.target.arena.nbytes
+    assert plan["total_bytes"] == plan["kept_bytes"] + plan["peak_gradient_bytes"]
 
 
 def test_chain_by_hand():
-    """data 2x8x8 (512 B), conv 4x8x8 (1024 B), ReLU over it in place (its own 1024 B copy kept),
+    """data 2x8x8 (512 B), conv 4x8x8 (1024 B), ReLU over it in place (its own 1024 B buffer),
     MAX pool 4x4x4 (256 B), fc 3 (12 B); the score is fc (no Softmax)."""
     net = loads(CHAIN, path="chain.net")
     plan, stats, ex = measured(net, seed_all=False)
     assert plan["kept_bytes"] == 512 + 1024 + 1024 + 256 + 12
-    # the arena: conv's buffer (relu writes over it) lives with data's, then with pool's
-    assert plan["arena_bytes"] == 1024 + 512
     # reverse walk: fc's seed 12 + pool's 256; pool's 256 + relu's 1024; relu's 1024 + conv's
     # 1024; conv's 1024 + data's 512; data's 512
     assert plan["gradient_bytes"] == {"fc": 268, "pool": 1280, "relu": 2048, "conv": 1536, "data": 512}
     assert (plan["peak_gradient_bytes"], plan["peak_layer"]) == (2048, "relu")
-    assert plan["total_bytes"] == 2828 + 1536 + 2048
+    assert plan["total_bytes"] == 2828 + 2048
     assert_plan_is_what_ran(plan, stats, ex)
 
 
@@ -128,14 +127,14 @@ def test_analyze_training_prints_the_plan(tmp_path, capsys):
     out = capsys.readouterr().out
     assert plain.split("┘\n")[1].rstrip() in out               # the forward totals, unchanged, come first
     assert "weight gradients     not computed" in out
-    assert "forward values kept  2.8 kB" in out and "forward arena        1.5 kB" in out
-    assert "peak gradients       2.0 kB  (at relu)" in out and "total                6.4 kB" in out
+    assert "forward values kept  2.8 kB" in out
+    assert "peak gradients       2.0 kB  (at relu)" in out and "total                4.9 kB" in out
     relu_row = next(line for line in out.splitlines() if line.startswith("│relu"))
     assert relu_row.rstrip("│ ").endswith("2.0 kB")                         # the grads column
     assert main(["analyze", str(path), "--training", "--format", "json"]) == 0
     d = json.loads(capsys.readouterr().out)
     b = d["backward"]
-    assert (b["kept_bytes"], b["arena_bytes"], b["peak_gradient_bytes"], b["total_bytes"]) == (2828, 1536, 2048, 6412)
+    assert (b["kept_bytes"], b["peak_gradient_bytes"], b["total_bytes"]) == (2828, 2048, 4876)
     assert b["gradient_bytes"]["pool"] == 1280 and b["score"] == "fc" and b["no_rule"] == []
     assert main(["analyze", str(path), "--training", "--format", "markdown"]) == 0
     md = capsys.readouterr().out

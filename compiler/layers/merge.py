@@ -127,7 +127,7 @@ ACTS
     def lower_cuda(self, lo, n):
         from ..codegen.cuda_kit import f32, i, ux
         d, a, xs, _ = lo.io(n)
-        size, k_in = numel(xs), len(d["inputs"])
+        size = numel(xs)
         extra, _, acts, out = lo.fused(n, fold=False)
         xs_ = [f"A[{ux(i(lo.addr(src)), 'i')}]" for src in d["inputs"]]
         lines = self.combine(a, xs_, f32)
