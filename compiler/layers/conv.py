@@ -126,11 +126,13 @@ class Convolution(_ConvBase):
             return [grouped_one_back(np.ascontiguousarray(dy), np.ascontiguousarray(w, np.float32), C, H, W,
                                      SH, SW, PH, PW, DH, DW)]
         dx = np.empty_like(x)
+        pointwise = (KH, KW, SH, SW, PH, PW) == (1, 1, 1, 1, 0, 0)      # 1x1: the columns are dx itself
         for g in range(G):
             wt = w[g * OG:(g + 1) * OG].reshape(OG, -1).T      # a transposed view: sgemm reads it as it is
             for n in range(N):
                 cols = wt @ dy[n, g * OG:(g + 1) * OG].reshape(OG, OH * OW)
-                dx[n, g * CG:(g + 1) * CG] = col2im(cols, CG, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW)
+                dx[n, g * CG:(g + 1) * CG] = cols.reshape(CG, H, W) if pointwise else \
+                    col2im(cols, CG, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW)
         return [dx]
 
     def shapes(self, ins, a, loc):
