@@ -148,3 +148,25 @@ def test_backward_of_the_fork_bn_layers():
         layer("b1", "BN", "c", "c", psp),
         layer("r", "ReLU", "c", "c"),
         layer("b2", "BN", "c", "b2", seg)]))
+
+
+def test_depthwise_backward_kernel_over_random_geometries():
+    """grouped_one_back against autograd on 40 random depthwise geometries: channel multipliers,
+    strides up to 3, pads, dilations, kernels wider than the stride."""
+    from netc.compiler.codegen.grad_kit import grouped_one_back
+    rng = np.random.default_rng(0)
+    checked = 0
+    while checked < 40:
+        C, M, H, W, KH, KW = (int(v) for v in rng.integers([1, 1, 3, 3, 1, 1], [4, 3, 12, 12, 4, 4]))
+        SH, SW, PH, PW, DH, DW = (int(v) for v in rng.integers([1, 1, 0, 0, 1, 1], [4, 4, 3, 3, 3, 3]))
+        if (H + 2 * PH - DH * (KH - 1) - 1) < 0 or (W + 2 * PW - DW * (KW - 1) - 1) < 0:
+            continue
+        x = torch.tensor(rng.standard_normal((2, C, H, W)), requires_grad=True)
+        w = torch.tensor(rng.standard_normal((C * M, 1, KH, KW)))
+        y = torch.nn.functional.conv2d(x, w, stride=(SH, SW), padding=(PH, PW), dilation=(DH, DW), groups=C)
+        dy = torch.tensor(rng.standard_normal(y.shape))
+        (want,) = torch.autograd.grad((y * dy).sum(), x)
+        got = grouped_one_back(dy.numpy().astype(np.float32), w.numpy().astype(np.float32), C, H, W,
+                               SH, SW, PH, PW, DH, DW)
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-5 * np.abs(want.numpy()).max())
+        checked += 1
