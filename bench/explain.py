@@ -130,7 +130,18 @@ def main():
     print(text)
     if args.write:
         from benchmarks_md import write_section
-        write_section("Explain (`bench/explain.py`)", text)
+        write_section("Explain (`bench/explain.py`)", text + "\n" + NOTES)
+
+
+NOTES = """netc's forward is the fused network; the saliency's forward runs unfused (every value in its
+own buffer for the backward, BatchNorm and Scale not folded, every ReLU its own step), which is
+most of the gap on the networks with many small layers (GoogLeNet, MobileNet-V2). The values
+are handed to the backward uncopied and 1x1 and depthwise layers have their own backward paths
+(MobileNet-V2 went from 10.5x to 5.5x with those; an earlier run of this table is in git). The
+goal of about 3x is met by AlexNet and ResNet-50, near for ResNet-18, missed by VGG-16, GoogLeNet
+and MobileNet-V2; the lead is a fused backward step per fused forward step (the convolution with
+its folded BatchNorm/Scale). The errors against Captum are float32's: on MobileNet-V2 a few
+ReLU6 inputs within rounding of 0 switch differently (see "Explain accuracy")."""
 
 
 if __name__ == "__main__":
