@@ -210,20 +210,28 @@ def test_the_same_rows_on_a_local_ray_cluster(setup, capsys):
         assert f"{float(r['top1_score']):.9g}" == rows[full]["top1_score"]
 
 
-def test_gpu_actors_on_ray_in_the_cuda_simulator(setup, capsys, monkeypatch):
+def test_gpu_actors_on_ray_in_the_cuda_simulator(setup):
     """--ray --gpu: one actor per GPU of the cluster, each running the CUDA target (here numba's
-    simulator, on a cluster that declares one GPU); its rows equal the one-process --gpu run's."""
-    import ray
-    monkeypatch.setenv("NUMBA_ENABLE_CUDASIM", "1")         # inherited by the cluster's workers
+    simulator, on a cluster that declares one GPU); its rows equal the one-process --gpu run's.
+    In fresh processes: the simulator must be chosen before numba.cuda is first imported."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")          # inherited by the cluster's workers
     for name in [f"p{k:02d}.png" for k in range(4, 17)] + ["gray.jpg"]:
         (setup["folder"] / name).unlink()                      # the simulator is slow: 6 images
     one, cluster = setup["tmp"] / "one.csv", setup["tmp"] / "ray.csv"
-    assert run(setup, one, "--batch", "2", "--gpu") == 0
-    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
-    try:
-        assert run(setup, cluster, "--batch", "2", "--gpu", "--ray") == 0
-    finally:
-        ray.shutdown()
-    assert "1 Ray actor(s)" in capsys.readouterr().out
+    argv = ["run", str(setup["model"]), "--weights", str(setup["weights"]), "--input", str(setup["folder"]),
+            "--labels", str(setup["labels"]), "--top", "3", "--batch", "2", "--gpu"]
+    r = subprocess.run([sys.executable, "-m", "netc", *argv, "--output", str(one)], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    script = ("import sys, ray\nfrom netc.cli import main\n"
+              "ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)\n"
+              "try:\n    code = main(sys.argv[1:])\nfinally:\n    ray.shutdown()\nsys.exit(code)\n")
+    r = subprocess.run([sys.executable, "-c", script, *argv, "--ray", "--output", str(cluster)], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "1 Ray actor(s)" in r.stdout
     assert cluster.read_bytes() == one.read_bytes()
-    assert sum(1 for r in read_csv(one) if r["error"]) == 2
+    assert sum(1 for row in read_csv(one) if row["error"]) == 2
