@@ -62,42 +62,21 @@ def autograd(net, w, x, seeds, rule, masks=None):
     `masks` ({layer: netc's float32 forward value at its input}) each ReLU and Clip takes its
     on/off pattern from netc's forward, so the backward rules are compared on the same decisions
     (the float32 and float64 forwards disagree in sign where a value is within rounding of 0)."""
-    from netc.compiler.layers import REGISTRY
-    from test_backward import _Rule
-    g = net.graph
-    t = {k: torch.from_numpy(np.asarray(v, np.float64)) for k, v in w.items()}
-    data = torch.from_numpy(x.astype(np.float64)).requires_grad_()
-    out = {}
-    for n in g.nodes:
-        d = g.nodes[n]
-        if not d["forward"]:
-            continue
-        layer = REGISTRY[d["type"]]
-        xs = [out[src] for src in d["inputs"]]
-        if layer.source:
-            ys = [data]
-        elif masks is not None and d["type"] in ("ReLU", "Clip"):
-            lo, hi = (0.0, np.inf) if d["type"] == "ReLU" else (d["attrs"]["min"], d["attrs"]["max"])
-            v = masks[n]
-            on = torch.from_numpy(((v > lo) & (v < hi)).astype(np.float64))
-            y = xs[0] * on + torch.from_numpy(np.where(v >= hi, hi, 0.0))
-            if d["type"] == "ReLU" and rule == "deconvnet":       # (R > 0) R: no forward pattern
-                y = _Rule.apply(xs[0], rule)
-            elif d["type"] == "ReLU" and rule == "guided":        # netc's pattern times (R > 0) R
-                y = _Rule.apply(y, "deconvnet")
-            ys = [y]
-        elif d["type"] == "ReLU" and rule != "backprop":
-            ys = [_Rule.apply(xs[0], rule)]
-        else:
-            def p(blob, *default, n=n):
-                key = f"{n}.{blob}"
-                return t[key] if not default or key in t else default[0]
-            ys = layer.reference(torch, xs, d["attrs"], p, d)
-        for port, y in enumerate(ys):
-            out[(n, port)] = y
-    total = sum((out[k] * torch.from_numpy(s.astype(np.float64))).sum() for k, s in seeds.items())
-    (grad,) = torch.autograd.grad(total, data)
-    return grad.numpy()
+    from test_backward import _Rule, torch_grad
+
+    def patterned(n, d, xs):
+        if masks is None or d["type"] not in ("ReLU", "Clip"):
+            return None
+        lo, hi = (0.0, np.inf) if d["type"] == "ReLU" else (d["attrs"]["min"], d["attrs"]["max"])
+        v = masks[n]
+        on = torch.from_numpy(((v > lo) & (v < hi)).astype(np.float64))
+        y = xs[0] * on + torch.from_numpy(np.where(v >= hi, hi, 0.0))
+        if d["type"] == "ReLU" and rule == "deconvnet":       # (R > 0) R: no forward pattern
+            y = _Rule.apply(xs[0], rule)
+        elif d["type"] == "ReLU" and rule == "guided":        # netc's pattern times (R > 0) R
+            y = _Rule.apply(y, "deconvnet")
+        return [y]
+    return torch_grad(net, w, x, seeds, rule, override=patterned)
 
 
 def zoo_net(name: str) -> tuple[dict, dict]:

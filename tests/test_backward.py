@@ -49,8 +49,9 @@ class _Rule(torch.autograd.Function):
         return g * (x > 0) * (g > 0), None
 
 
-def torch_grad(net, w, x, seeds: dict, rule="backprop"):
-    """d(sum seeds . blobs)/d data by autograd through every layer's torch reference."""
+def torch_grad(net, w, x, seeds: dict, rule="backprop", override=None):
+    """d(sum seeds . blobs)/d data by autograd through every layer's torch reference;
+    `override(n, d, xs)` may return a layer's outputs instead (None: the reference's)."""
     g = net.graph
     t = {k: torch.from_numpy(np.asarray(v, np.float64)) for k, v in w.items()}
     data = torch.from_numpy(x.astype(np.float64)).requires_grad_()
@@ -60,15 +61,19 @@ def torch_grad(net, w, x, seeds: dict, rule="backprop"):
         if not d["forward"]:
             continue
         layer_ = REGISTRY[d["type"]]
-        if layer_.source:
+        xs = [out[src] for src in d["inputs"]]
+        ys = override(n, d, xs) if override is not None and not layer_.source else None
+        if ys is not None:
+            pass
+        elif layer_.source:
             ys = [data]
         elif d["type"] == "ReLU" and rule != "backprop":
-            ys = [_Rule.apply(out[d["inputs"][0]], rule)]
+            ys = [_Rule.apply(xs[0], rule)]
         else:
             def p(blob, *default, n=n):
                 key = f"{n}.{blob}"
                 return t[key] if not default or key in t else default[0]
-            ys = layer_.reference(torch, [out[src] for src in d["inputs"]], d["attrs"], p, d)
+            ys = layer_.reference(torch, xs, d["attrs"], p, d)
         for port, y in enumerate(ys):
             out[(n, port)] = y
     total = sum((out[k] * torch.from_numpy(s.astype(np.float64))).sum() for k, s in seeds.items())
