@@ -143,8 +143,8 @@ def winograd_net(n, c, h, w, co, pad, extra=""):
     (2, 19, 13, 14, 23, 1),     # batch 2, odd channel counts, H and W not multiples of 4
     (2, 17, 14, 13, 21, 0),     # no padding: output 12 x 11
     (2, 24, 9, 11, 18, 2),      # pad 2: output larger than the input
-    (8, 32, 3, 5, 20, 1),       # smaller than one tile, 8 of them
-    (4, 16, 7, 7, 16, 1),       # 7 x 7: 2 x 2 tiles, 3 of them partial
+    (9, 32, 3, 5, 20, 1),       # smaller than one tile, 9 of them
+    (5, 16, 7, 7, 16, 1),       # 7 x 7: 2 x 2 tiles, 3 of them partial
 ])
 def test_winograd_conv_matches_torch(n, c, h, w, co, pad):
     ex, _ = check(winograd_net(n, c, h, w, co, pad), batch=n, all_blobs=False)
@@ -167,16 +167,18 @@ def test_winograd_only_where_it_pays():
     """3x3 stride 1 with enough channels: Winograd; the RGB first layer, strided, dilated or
     grouped 3x3 convolutions: im2col."""
     from netc.compiler.codegen.cpu_kit import winograd_pays
-    assert winograd_pays(1, 64, 64, (3, 3), (1, 1), (1, 1), 16)
-    assert not winograd_pays(1, 3, 64, (3, 3), (1, 1), (1, 1), 16)
-    assert not winograd_pays(1, 64, 64, (3, 3), (2, 2), (1, 1), 16)
-    assert not winograd_pays(1, 64, 64, (3, 3), (1, 1), (2, 2), 16)
-    assert not winograd_pays(2, 64, 64, (3, 3), (1, 1), (1, 1), 16)
-    assert not winograd_pays(1, 64, 64, (5, 5), (1, 1), (1, 1), 16)
+    assert winograd_pays(1, 64, 64, (3, 3), (1, 1), (1, 1), 49)
+    assert not winograd_pays(1, 3, 64, (3, 3), (1, 1), (1, 1), 49)
+    assert not winograd_pays(1, 64, 64, (3, 3), (2, 2), (1, 1), 49)
+    assert not winograd_pays(1, 64, 64, (3, 3), (1, 1), (2, 2), 49)
+    assert not winograd_pays(2, 64, 64, (3, 3), (1, 1), (1, 1), 49)
+    assert not winograd_pays(1, 64, 64, (5, 5), (1, 1), (1, 1), 49)
     assert not winograd_pays(1, 512, 512, (3, 3), (1, 1), (1, 1), 4)   # ResNet's 7x7 maps
+    assert not winograd_pays(1, 256, 256, (3, 3), (1, 1), (1, 1), 16)  # 13x13-14x14 maps
     ex = netc.load(REFS / "squeezenet_v11.prototxt").compile()
     wino = {s.layers[0] for s in ex.program.steps if any(k.startswith("k_wino_in") for k in s.kernels)}
-    assert wino == {f"fire{k}/expand3x3" for k in range(2, 10)}   # conv1 (3 channels, stride 2): im2col
+    # conv1 (3 channels, stride 2) and the 13x13 fire modules: im2col
+    assert wino == {f"fire{k}/expand3x3" for k in range(2, 6)}
 
 
 def test_parallel_kernels_match_torch(monkeypatch):

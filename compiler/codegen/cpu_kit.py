@@ -30,7 +30,7 @@ CPU = Dialect(f32, "Z", "ONE", "np", "v ** {p}")
 # transforms' coefficients small integers (exact in float32).
 WINOGRAD_POINTS = (0, 1, -1, 2, -2)
 WINOGRAD_MIN_CHANNELS = 16   # below this (first layers: C = 3) im2col + one sgemm is faster
-WINOGRAD_MIN_TILES = 16
+WINOGRAD_MIN_TILES = 17   # 13x13-14x14 maps (16 tiles) on im2col: SqueezeNet 10%, GoogLeNet 4% faster (AVX2)
 
 
 def winograd_matrices(points, m: int = 4, r: int = 3):
@@ -65,7 +65,9 @@ def winograd_pays(groups, c, co, kernel, stride, dilation, tiles) -> bool:
     """F(4x4, 3x3) for 3x3 stride-1 convolutions with enough channels and enough 4x4 output
     tiles (over the batch): its weights are 4x im2col's, so on 7x7 maps (4 tiles) reading
     them costs more than the multiplies it saves. Measured vs im2col: 2.3x slower at 7x7 with
-    512 channels; 0.73-1.09x at 13x13-14x14 (16 tiles); 0.3-0.5x from 28x28 up (BENCHMARKS.md)."""
+    512 channels; 0.73-1.09x at 13x13-14x14 (16 tiles, up to a third of them padding) on an
+    AVX-512 machine, but whole networks on AVX2 ran faster with im2col there (BENCHMARKS.md);
+    0.3-0.5x from 28x28 up."""
     return (groups == 1 and tuple(kernel) == (3, 3) and tuple(stride) == (1, 1)
             and tuple(dilation) == (1, 1) and min(c, co) >= WINOGRAD_MIN_CHANNELS
             and tiles >= WINOGRAD_MIN_TILES)
