@@ -168,6 +168,68 @@ def bench_model(name: str, iters: int, clock=time.perf_counter) -> dict:
             "gflops": flops / med["netc"] / 1e6, "arena": ex.arena_bytes, "peak": ex.peak_bytes}
 
 
+def busy_processes(count: int) -> list:
+    """`count` processes spinning on a core each, as other programs on a shared machine do."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+
+
+def side_by_side(name: str, batch: int, iters: int, busy: int = 0) -> dict:
+    """netc and ONNX Runtime on one network at `batch` (same weights and input), rotated in
+    blocks, with `busy` spinning processes beside them: ms per run and images/s."""
+    net = netc.load(REFS / f"{name}.prototxt")
+    ex = net.compile(batch=batch)
+    feed = ex.required_inputs[0]
+    x = np.random.default_rng(0).standard_normal(ex.input_shape(feed)).astype(np.float32)
+    sess = onnx_session(TorchNet(net, ex.weights).eval(), x)
+    y, ref = ex(x), sess.run(None, {"x": x})[0]
+    err = float(np.linalg.norm(y - ref) / np.linalg.norm(ref))
+    runs = {"netc": lambda: ex.run({feed: x}), "onnxruntime": lambda: sess.run(None, {"x": x})}
+    times = {k: [] for k in runs}
+    spinners = busy_processes(busy)
+    try:
+        time.sleep(0.5 if busy else 0)
+        load = os.getloadavg()[0]
+        for fn in runs.values():
+            fn()
+        for _ in range(4):
+            for k, fn in runs.items():
+                for _ in range(-(-iters // 4)):
+                    t = time.perf_counter()
+                    fn()
+                    times[k].append(time.perf_counter() - t)
+    finally:
+        for sp in spinners:
+            sp.kill()
+            sp.wait()
+    med = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
+    return {"model": name, "batch": batch, "busy": busy, "median_ms": med, "rel_err": err, "load": load,
+            "images_per_s": {k: batch * 1e3 / m for k, m in med.items()}}
+
+
+def loaded_table(quiet: list, loaded: list) -> str:
+    """Batch-1 latency with and without busy processes, and the goal: netc/ORT under load at
+    most 1.2x its quiet value."""
+    lines = ["| model | netc quiet ms | netc loaded ms | ORT quiet ms | ORT loaded ms | netc slowdown | "
+             "ORT slowdown | netc/ORT quiet | netc/ORT loaded | loaded / quiet ratio |", "|---|" + "--:|" * 9]
+    for q, b in zip(quiet, loaded):
+        qn, qo, bn, bo = q["median_ms"]["netc"], q["median_ms"]["onnxruntime"], b["median_ms"]["netc"], \
+            b["median_ms"]["onnxruntime"]
+        lines.append(f"| {q['model']} | {qn:.1f} | {bn:.1f} | {qo:.1f} | {bo:.1f} | {bn / qn:.2f}x | {bo / qo:.2f}x | "
+                     f"{qn / qo:.2f} | {bn / bo:.2f} | **{(bn / bo) / (qn / qo):.2f}** |")
+    return "\n".join(lines)
+
+
+def batch_table(rows: list) -> str:
+    lines = ["| model | batch | netc ms | ORT ms | netc images/s | ORT images/s | **netc / ORT throughput** | "
+             "rel err vs ORT |", "|---|" + "--:|" * 7]
+    for r in rows:
+        m, ips = r["median_ms"], r["images_per_s"]
+        lines.append(f"| {r['model']} | {r['batch']} | {m['netc']:.1f} | {m['onnxruntime']:.1f} | "
+                     f"{ips['netc']:.1f} | {ips['onnxruntime']:.1f} | "
+                     f"**{ips['netc'] / ips['onnxruntime']:.2f}** | {r['rel_err']:.1e} |")
+    return "\n".join(lines)
+
+
 def ratio(r, other: str) -> float | None:
     m = r["median_ms"]
     return m["netc"] / m[other] if other in m else None
@@ -219,6 +281,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2,
                     help="threads for every runtime; with 1, times are the process's CPU seconds, "
                          "which other jobs on a shared machine barely disturb")
+    ap.add_argument("--busy", type=int, default=0,
+                    help="also time batch 1 with this many spinning processes beside netc and ORT")
+    ap.add_argument("--batches", default="", help="also batch throughput at these sizes, e.g. 8,32")
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -231,6 +296,20 @@ def main():
         print(table(results[-1:], peak_before))
     peak = max(peak_before, measure_sgemm())
     body = table(results, peak)
+    names = args.models.split(",")
+    if args.busy:
+        quiet = [side_by_side(name, 1, args.iters) for name in names]
+        loaded = [side_by_side(name, 1, args.iters, args.busy) for name in names]
+        body += (f"\n\nWith {args.busy} busy processes (`python -c \"while True: pass\"`) beside them, "
+                 f"batch 1, netc and ONNX Runtime only, quiet and loaded runs back to back (load average "
+                 f"{loaded[0]['load']:.1f}-{max(r['load'] for r in loaded):.1f} while loaded):\n\n"
+                 + loaded_table(quiet, loaded))
+        print(loaded_table(quiet, loaded), flush=True)
+    if args.batches:
+        rows = [side_by_side(name, int(b), max(4, args.iters // int(b) * 2))
+                for name in names for b in args.batches.split(",")]
+        body += "\n\nBatch throughput, netc and ONNX Runtime only:\n\n" + batch_table(rows)
+        print(batch_table(rows), flush=True)
     if not args.no_start:
         st = start_times()
         print(f"start: cold {st['cold']:.1f} s, warm {st['warm']:.1f} s", flush=True)
