@@ -187,10 +187,12 @@ def side_by_side(name: str, batch: int, iters: int, busy: int = 0) -> dict:
     times = {k: [] for k in runs}
     spinners = busy_processes(busy)
     try:
-        time.sleep(0.5 if busy else 0)
         load = os.getloadavg()[0]
-        for fn in runs.values():
+        for fn in runs.values():   # with busy processes, 3 s of each first: a machine loaded for a while
+            until = time.perf_counter() + (3.0 if busy else 0.0)
             fn()
+            while time.perf_counter() < until:
+                fn()
         for _ in range(4):
             for k, fn in runs.items():
                 for _ in range(-(-iters // 4)):

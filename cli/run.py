@@ -221,6 +221,7 @@ def run_command(args) -> int:
         print(f'{plain(out_name)}: {fmt_shape(y.shape)}  min {y.min():.6g}  max {y.max():.6g}  mean {y.mean():.6g}')
     if args.profile:
         _print_profile(ex.profile(feeds, repeat=5), sys.stdout)
+        print(f"(median of 5 passes: {ex.profile_totals['pass'] * 1e3:.3f} ms)")
     return 0
 
 
@@ -256,7 +257,14 @@ def bench_command(args) -> int:
         print(f"  sgemm 2048^3 on this machine: {r['sgemm_peak_gflops']:.1f} GFLOP/s -> "
               f"{r['fraction_of_sgemm_peak']:.1%} of it")
     print(f"  arena {r['arena_bytes'] / 2**20:.2f} MiB (plan peak {r['peak_activation_bytes'] / 2**20:.2f} MiB)")
-    print("  slowest layers:")
+    threads = f"; sgemm on {r['sgemm_threads']} thread(s)" if r["sgemm_threads"] else ""
+    if r["loaded"]:
+        print(f"  LOADED MACHINE: other programs kept {r['other_programs_cores']:.1f} of {r['cores']} cores busy "
+              f"during the timing{threads}. These are not quiet-machine figures.", file=sys.stderr)
+    else:
+        print(f"  machine quiet: other programs used {r['other_programs_cores']:.2f} of {r['cores']} cores{threads}")
+    print(f"  slowest layers (the steps add up to {r['profile_steps_ms']:.2f} ms; a profiled pass took "
+          f"{r['profile_pass_ms']:.2f} ms):")
     for s in r["slowest"]:
         fused = f"  (+{plain('+'.join(s['fused']))})" if s["fused"] else ""
         print(f"    {plain(s['layer']):<32} {s['type']:<20} {s['ms']:8.3f} ms {s['gflops']:8.1f} GFLOP/s{fused}")

@@ -1,10 +1,17 @@
 """Timing the generated kernels: the API behind `netc bench` and bench/*.py."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 
 import numpy as np
+
+from .threads import load_mark, others_since
+
+# Cores other programs may keep busy during the timing before bench calls the machine loaded
+# (a spinning process is 1.0; desktop background work stays well under).
+LOADED = 0.25
 
 
 def measure_sgemm(n: int = 2048, reps: int = 3) -> float:
@@ -32,10 +39,12 @@ def bench(net, batch: int = 1, iters: int = 20, weights=None, target: str = "cpu
     ex.run(feeds)
     ex.run(feeds)
     times = []
+    before = load_mark()
     for _ in range(iters):
         t0 = time.perf_counter()
         ex.run(feeds)
         times.append(time.perf_counter() - t0)
+    others = others_since(before)
     t = np.array(times)
     med = float(np.median(t))
     flops = ex.analysis.totals["flops"]
@@ -50,6 +59,9 @@ def bench(net, batch: int = 1, iters: int = 20, weights=None, target: str = "cpu
         "fraction_of_sgemm_peak": flops / med / 1e9 / peak if peak else None,
         "arena_bytes": ex.arena_bytes, "peak_activation_bytes": ex.peak_bytes,
         "autotune": ex.tune_report,
+        "cores": os.cpu_count(), "other_programs_cores": others, "loaded": others >= LOADED,
+        "sgemm_threads": getattr(getattr(ex.target, "blas", None), "count", None),
+        "profile_steps_ms": ex.profile_totals["steps"] * 1e3, "profile_pass_ms": ex.profile_totals["pass"] * 1e3,
         "slowest": [{"layer": r["name"], "type": r["type"], "ms": r["seconds"] * 1e3,
                      "gflops": r["flops"] / r["seconds"] / 1e9 if r["seconds"] else 0.0,
                      "fused": r["layers"][1:]} for r in sorted(rows, key=lambda r: -r["seconds"])[:10]],

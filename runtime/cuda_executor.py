@@ -88,3 +88,9 @@ class CudaTarget:
 
     def sync(self) -> None:
         self.stream.synchronize()
+
+    def pass_begins(self) -> None:
+        """(The CPU target picks its sgemm threads here; the GPU has nothing to pick.)"""
+
+    def pass_ends(self) -> None:
+        pass

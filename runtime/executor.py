@@ -22,7 +22,7 @@ from ..compiler.layers.base import fmt_shape
 from ..compiler.passes import forward_nodes, refuse_soft_shapes
 from . import memory, progress
 from . import weights as wmod
-from .threads import configure_numba, loops_parallel
+from .threads import BlasThreads, configure_numba, loops_parallel
 from ..compiler.plan import assign_offsets, keep_every_buffers
 
 
@@ -82,6 +82,9 @@ class CpuTarget:
 
     name = "cpu"
 
+    def __init__(self):
+        self.blas = BlasThreads()
+
     def lower(self, g, weights, buffer_of, keep):
         return lower(g, weights, buffer_of, keep, parallel=loops_parallel())
 
@@ -120,6 +123,12 @@ class CpuTarget:
 
     def sync(self) -> None:
         pass
+
+    def pass_begins(self) -> None:
+        self.blas.begin()
+
+    def pass_ends(self) -> None:
+        self.blas.end()
 
 
 class Executable:
@@ -219,6 +228,7 @@ class Executable:
         want = self._wanted(blobs)
         got = {}
         tick = self._ticker()
+        self.target.pass_begins()
         try:
             if not want:
                 for k in range(len(self.program.steps)):
@@ -241,6 +251,7 @@ class Executable:
             if o not in got:
                 got[o] = self.target.fetch(self.blob_key[o])
         self.target.sync()
+        self.target.pass_ends()
         return got
 
     def explain(self, method: str, image, target=None, layer=None, **options):
@@ -283,18 +294,23 @@ class Executable:
         return self.run({req[0]: x})[self.outputs[-1]]
 
     def profile(self, feeds: dict, repeat: int = 1) -> list[dict]:
-        """Per step: layers, type, seconds (median of `repeat` runs, each step waited for),
-        flops of its layers."""
+        """Per step: layers, type, seconds (median over `repeat` whole passes, each step waited
+        for), flops of its layers. Passes run as `run` runs them (the same sgemm threads), so the
+        steps add up to a pass: `profile_totals` has the sum of the step medians and the
+        median pass, in seconds."""
         self._feed(feeds)
         self.target.sync()
         times = np.zeros((repeat, len(self.program.steps)))
         for r in range(repeat):
+            self.target.pass_begins()
             for k in range(len(self.program.steps)):
                 t0 = time.perf_counter()
                 self.target.launch(k)
                 self.target.sync()
                 times[r, k] = time.perf_counter() - t0
+            self.target.pass_ends()
         med = np.median(times, axis=0)
+        self.profile_totals = {"steps": float(med.sum()), "pass": float(np.median(times.sum(axis=1)))}
         return [{"layers": s.layers, "name": s.layers[0], "type": s.type, "seconds": float(t),
                  "flops": sum(self.flops[n] for n in s.layers)}
                 for s, t in zip(self.program.steps, med)]

@@ -45,6 +45,8 @@ class Predictor:
                              blobs=list(s["blobs"]))
             if len(ex.required_inputs) != 1:
                 raise NetcError(f"this network has {len(ex.required_inputs)} inputs; predictions feed one image")
+            if hasattr(ex.target, "blas"):
+                ex.target.blas.pinned = True   # same sgemm threads for every batch: same bits on --resume
             name = ex.required_inputs[0]
             attrs = net.graph.nodes[ex.inputs[name][0]]["attrs"]
             prep = dataclasses.replace(Preprocess.of(attrs), **s["preprocess"])
