@@ -122,3 +122,22 @@ def test_load_reading_sees_a_spinning_process_and_not_this_ones_work():
         spinner.kill()
         spinner.wait()
     assert alone < 0.5 <= chooser.others <= 1.2
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/stat")
+def test_bench_says_when_other_programs_hold_the_cores_and_its_profile_adds_up():
+    import netc
+    from netc.runtime.bench import bench
+    net = netc.load("squeezenet1_1")
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.2)
+        busy = bench(net, iters=15)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    quiet = bench(net, iters=15)
+    assert busy["loaded"] and busy["other_programs_cores"] >= 0.5
+    assert not quiet["loaded"] and quiet["other_programs_cores"] < 0.25
+    # the step medians make up the profiled pass (each step is waited for, nothing is left out)
+    assert quiet["profile_steps_ms"] == pytest.approx(quiet["profile_pass_ms"], rel=0.15)
