@@ -34,6 +34,7 @@ class _Importer(Operators):
         self.weights: dict[str, np.ndarray] = {}
         self.known: dict[str, tuple] = {}               # value -> shape, by netc's rules as layers are added
         self.k = 0
+        self.absorbed: set[int] = set()                 # node indices an earlier translation took over
         for t in self.g.initializer:
             self.const[t.name] = _tensor(t, path)
 
@@ -106,6 +107,8 @@ class _Importer(Operators):
         nodes = self.checked_nodes()
         self.add_inputs(input_shapes)
         for self.k, node in nodes:
+            if self.k in self.absorbed:
+                continue
             if node.op_type == "Constant":
                 self.const[node.output[0]] = self.constant_node(node)
             elif not self.try_fold(node):
@@ -142,9 +145,11 @@ class _Importer(Operators):
                 if out:
                     producer[out] = k
         self.readers: dict[str, list] = {}
+        self.reader_index: dict[str, list[int]] = {}
         for k, node in enumerate(self.g.node):
             for v in node.input:
                 self.readers.setdefault(v, []).append(node)
+                self.reader_index.setdefault(v, []).append(k)
                 if v and v not in defined and v not in producer:
                     self.k = k
                     raise self.fail(node, f'it reads "{v}", which no node, graph input or initializer defines')

@@ -182,3 +182,29 @@ def test_onnx_to_prototxt_and_caffemodel_runs_the_same(tmp_path, capsys):
     for weights in (caffemodel, npz):
         got = netc.load(proto).compile(weights=str(weights)).run({"x": x})["prob"]
         assert rel(got, want) < 1e-5
+
+
+def test_silu_imports_as_one_swish_fused_into_the_convolution(tmp_path):
+    """x * Sigmoid(x) after a Conv (torch's SiLU as exported) becomes one Swish layer, which the
+    CPU target runs in the convolution's epilogue; a Sigmoid whose value is read elsewhere, or a
+    Mul of something else by it, stays as it was. Outputs as ONNX Runtime computes them."""
+    rng = np.random.default_rng(3)
+    w = numpy_helper.from_array(rng.standard_normal((6, 3, 3, 3)).astype(np.float32), "w")
+    v = numpy_helper.from_array(rng.standard_normal((6, 6, 1, 1)).astype(np.float32), "v")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Sigmoid", ["c"], ["s"]),
+             helper.make_node("Mul", ["s", "c"], ["silu"]),                  # SiLU: fused
+             helper.make_node("Conv", ["silu", "v"], ["d"]),
+             helper.make_node("Sigmoid", ["d"], ["t"]),
+             helper.make_node("Mul", ["silu", "t"], ["gated"]),              # a gate by another value: kept
+             helper.make_node("Sigmoid", ["gated"], ["u"]),
+             helper.make_node("Mul", ["gated", "u"], ["g2"]),
+             helper.make_node("Add", ["g2", "u"], ["y"])]                    # u read twice: kept
+    path = saved(tmp_path, nodes, [w, v], "silu", (1, 3, 8, 8))
+    net, want, got = ort_and_netc(path)
+    types = [net.graph.nodes[n]["type"] for n in net.graph.nodes]
+    assert types.count("Swish") == 1 and types.count("Sigmoid") == 2
+    assert rel(got["y"], want["y"]) < 1e-5
+    ex = net.compile()
+    fused = [s for s in ex.program.steps if s.type == "Convolution" and len(s.layers) > 1]
+    assert any(net.graph.nodes[n]["type"] == "Swish" for s in fused for n in s.layers)
