@@ -23,7 +23,42 @@ def i(x) -> str:
     return repr(int(x))
 
 
-CPU = Dialect(f32, "Z", "ONE", "np", "v ** {p}")
+CPU = Dialect(f32, "Z", "ONE", "np", "v ** {p}", "fexp")
+
+# exp for logistic functions (Sigmoid, Swish/SiLU), in plain arithmetic that LLVM vectorizes:
+# numba calls libm's scalar exp (this llvmlite has no SVML), 6 ns an element, so EfficientNet's
+# SiLU epilogues cost more than its convolutions (1.2 M elements: 7.3 ms; this: 0.6 ms).
+# exp(x) = 2^n exp(r), n = rint(x / ln 2), r = x - n ln 2 in two parts (Cody and Waite) so r
+# keeps its bits at large |x|, exp(r) on [-0.35, 0.35] by its degree-7 Taylor polynomial, 2^n
+# by building the float's exponent bits. x is clamped to +-87.3 (exp stays a normal float),
+# where 1 / (1 + exp(-x)) has long saturated to 0 or 1 in float32.
+FEXP = """
+from numba import types as _types
+from numba.extending import intrinsic as _intrinsic
+
+
+@_intrinsic
+def _int_bits_as_float(typingctx, i):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(_types.float32))
+    return _types.float32(_types.int32), codegen
+
+
+@nb.njit(inline="always", fastmath=True, error_model="numpy")
+def fexp(x):
+    x = min(max(x, np.float32(-87.3)), np.float32(87.3))
+    n = np.rint(x * np.float32(1.4426950408889634))
+    r = (x - n * np.float32(0.693145751953125)) - n * np.float32(1.428606765330187e-06)
+    p = np.float32(1.0 / 5040)
+    p = p * r + np.float32(1.0 / 720)
+    p = p * r + np.float32(1.0 / 120)
+    p = p * r + np.float32(1.0 / 24)
+    p = p * r + np.float32(1.0 / 6)
+    p = p * r + np.float32(0.5)
+    p = p * r + np.float32(1.0)
+    p = p * r + np.float32(1.0)
+    return p * _int_bits_as_float((np.int32(n) + np.int32(127)) << np.int32(23))
+"""
 
 
 # Winograd F(4x4, 3x3): interpolation points (plus infinity). Lavin's 0, +-1, +-2 keep the

@@ -41,7 +41,7 @@ def i(x) -> str:
 ZERO, ONE = "float32(0.0)", "float32(1.0)"
 
 
-CUDA = Dialect(f32, ZERO, ONE, "math", "math.pow(v, {p})")
+CUDA = Dialect(f32, ZERO, ONE, "math", "math.pow(v, {p})", "math.exp")
 
 
 # Index math. numba types Python ints and cuda.grid(1) as int64: signed 64-bit index math costs

@@ -18,3 +18,4 @@ class Dialect:
     one: str
     math: str                     # module of exp/tanh/log1p
     power: str                    # v raised to {p}
+    logistic_exp: str             # exp inside 1 / (1 + exp(-x)), where a saturating exp is exact enough

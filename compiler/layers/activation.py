@@ -220,7 +220,7 @@ class Sigmoid(_Pointwise):
         return y * (1 - y)
 
     def activation(self, a, k):
-        return [f"v = {k.one} / ({k.one} + {k.math}.exp(-v))"]
+        return [f"v = {k.one} / ({k.one} + {k.logistic_exp}(-v))"]
 
     def reference(self, torch, xs, a, p, node):
         return [torch.sigmoid(xs[0])]
@@ -477,7 +477,7 @@ class Swish(_Pointwise):
 
     def activation(self, a, k):
         bx = "v" if a["beta"] == 1 else f"({k.f32(a['beta'])} * v)"
-        return [f"v = v / ({k.one} + {k.math}.exp(-{bx}))"]
+        return [f"v = v / ({k.one} + {k.logistic_exp}(-{bx}))"]
 
     def reference(self, torch, xs, a, p, node):
         return [xs[0] * torch.sigmoid(a["beta"] * xs[0])]
