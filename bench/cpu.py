@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import io
+import json
 import os
 import platform
 import re
@@ -208,6 +209,18 @@ def side_by_side(name: str, batch: int, iters: int, busy: int = 0) -> dict:
             "images_per_s": {k: batch * 1e3 / m for k, m in med.items()}}
 
 
+def side_by_side_alone(name: str, batch: int, iters: int, busy: int = 0) -> dict:
+    """side_by_side in a fresh process holding only netc and ONNX Runtime. In this one, torch's
+    OpenMP pool (from the batch-1 table) and every earlier model's runtimes are still around:
+    beside two busy processes netc's SqueezeNet passes took 33-253 ms here on one sgemm thread,
+    18-37 ms in a fresh process (ORT 27 vs 15-25 ms); the cause was not pinned down."""
+    out = subprocess.run([sys.executable, __file__, "--threads", str(THREADS), "--side-by-side",
+                          json.dumps([name, batch, iters, busy])], capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"side-by-side run of {name} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def loaded_table(quiet: list, loaded: list) -> str:
     """Batch-1 latency with and without busy processes, and the goal: netc/ORT under load at
     most 1.2x its quiet value."""
@@ -287,7 +300,11 @@ def main():
                     help="also time batch 1 with this many spinning processes beside netc and ORT")
     ap.add_argument("--batches", default="", help="also batch throughput at these sizes, e.g. 8,32")
     ap.add_argument("--write", action="store_true")
+    ap.add_argument("--side-by-side", help=argparse.SUPPRESS)   # [model, batch, iters, busy]: one child run
     args = ap.parse_args()
+    if args.side_by_side:
+        print(json.dumps(side_by_side(*json.loads(args.side_by_side))))
+        return
     torch.set_num_threads(args.threads)
     clock = time.process_time if args.threads == 1 else time.perf_counter
     peak_before = measure_sgemm()
@@ -300,15 +317,15 @@ def main():
     body = table(results, peak)
     names = args.models.split(",")
     if args.busy:
-        quiet = [side_by_side(name, 1, args.iters) for name in names]
-        loaded = [side_by_side(name, 1, args.iters, args.busy) for name in names]
-        body += (f"\n\nWith {args.busy} busy processes (`python -c \"while True: pass\"`) beside them, "
+        quiet = [side_by_side_alone(name, 1, args.iters) for name in names]
+        loaded = [side_by_side_alone(name, 1, args.iters, args.busy) for name in names]
+        body += (f"\n\nEach model in a fresh process holding netc and ONNX Runtime only. With {args.busy} busy processes (`python -c \"while True: pass\"`) beside them, "
                  f"batch 1, netc and ONNX Runtime only, quiet and loaded runs back to back (load average "
                  f"{loaded[0]['load']:.1f}-{max(r['load'] for r in loaded):.1f} while loaded):\n\n"
                  + loaded_table(quiet, loaded))
         print(loaded_table(quiet, loaded), flush=True)
     if args.batches:
-        rows = [side_by_side(name, int(b), max(4, args.iters // int(b) * 2))
+        rows = [side_by_side_alone(name, int(b), max(4, args.iters // int(b) * 2))
                 for name in names for b in args.batches.split(",")]
         body += "\n\nBatch throughput, netc and ONNX Runtime only:\n\n" + batch_table(rows)
         print(batch_table(rows), flush=True)
