@@ -76,7 +76,7 @@ def test_lowered_weights_are_counted_before_they_are_made(monkeypatch, capsys, t
     """Winograd keeps 6x6 tiles of each 3x3 kernel (4x the file's weights): a machine with room
     for the weights but not for their lowered copies gets a clear refusal, not the OOM killer."""
     path = tmp_path / "w.net"
-    path.write_text("input data: [1, 256, 16, 16]\nConvolution(num_output=256, kernel_size=3, pad=1)\n"
+    path.write_text("input data: [1, 256, 20, 20]\nConvolution(num_output=256, kernel_size=3, pad=1)\n"
                     "BatchNorm Scale(bias_term=true) ReLU\n")
     weights = 4 * 256 * 256 * 9
     monkeypatch.setattr(memory, "available_bytes", lambda *a, **k: 2 * weights)
