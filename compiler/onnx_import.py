@@ -144,12 +144,10 @@ class _Importer(Operators):
             for out in node.output:
                 if out:
                     producer[out] = k
-        self.readers: dict[str, list] = {}
-        self.reader_index: dict[str, list[int]] = {}
+        self.readers: dict[str, list[int]] = {}          # value -> indices of the nodes reading it
         for k, node in enumerate(self.g.node):
             for v in node.input:
-                self.readers.setdefault(v, []).append(node)
-                self.reader_index.setdefault(v, []).append(k)
+                self.readers.setdefault(v, []).append(k)
                 if v and v not in defined and v not in producer:
                     self.k = k
                     raise self.fail(node, f'it reads "{v}", which no node, graph input or initializer defines')

@@ -78,7 +78,7 @@ class Operators:
         scale, bias = self.const[node.input[1]], self.const[node.input[2]]
         if not (np.all(scale == 1) and np.all(bias == 0)):
             return False
-        readers = self.readers.get(node.output[0], [])
+        readers = [self.g.node[k] for k in self.readers.get(node.output[0], [])]
         return (len(readers) == 1 and readers[0].op_type == "Mul"
                 and any(v in self.const and self.const[v].size == scale.size > 1 for v in readers[0].input))
 
@@ -112,12 +112,12 @@ class Operators:
         fuses into the convolution before it, instead of two passes (EfficientNet has 49)."""
         out = node.output[0]
         readers = self.readers.get(out, [])
-        if len(readers) != 1 or readers[0].op_type != "Mul" or out in {v.name for v in self.g.output}:
+        if len(readers) != 1 or out in {v.name for v in self.g.output}:
             return None
-        mul = readers[0]
-        if sorted(mul.input) != sorted([node.input[0], out]):
+        mul = self.g.node[readers[0]]
+        if mul.op_type != "Mul" or sorted(mul.input) != sorted([node.input[0], out]):
             return None
-        return self.reader_index[out][0], mul
+        return readers[0], mul
 
     def op_HardSigmoid(self, node):
         a = self.attrs(node)

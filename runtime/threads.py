@@ -10,7 +10,9 @@ cores. NUMBA_NUM_THREADS or NUMBA_THREADING_LAYER set by the user win.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import statistics
 import time
 
 FEW_CORES = 2
@@ -54,7 +56,7 @@ class BlasThreads:
     With other programs on the cores, OpenBLAS's second thread is descheduled at random and every
     sgemm waits for it: ResNet-50 went 111 -> 390 ms with two busy processes on 2 cores (ONNX
     Runtime, whose pool lets the caller take a late worker's share, 100 -> 194), while one sgemm
-    thread took 241 ms. Every 0.2 s of passes the machine's busy time (/proc/stat) less this
+    thread took 241 ms. Every 0.1 s of passes the machine's busy time (/proc/stat) less this
     process's own says whether others ran; if they used half a core or more, three passes try the
     other count, and the faster is kept. A look that loses doubles the wait before the next (16
     passes up to 256), but the load coming or going since the last look brings one at once. On a
@@ -133,7 +135,7 @@ class BlasThreads:
         loses doubles the wait before the next (16 passes up to 256)."""
         single = self.other_count == 1
         favour = self.FAVOUR_ONE if single == self.loaded_then else 1 / self.FAVOUR_ONE
-        if _median(self.tried) < _median(self.recent[-3:]) * favour:
+        if statistics.median_high(self.tried) < statistics.median_high(self.recent[-3:]) * favour:
             self.count, self.recent = self.other_count, self.tried
             self.wait = self.FIRST_WAIT if self.count != self.most else 0
         else:
@@ -163,13 +165,10 @@ def others_since(before: tuple, after: tuple | None = None) -> float:
     return max(0.0, (after[1] - before[1]) - (after[2] - before[2])) / max(wall, 1e-9)
 
 
-def _median(xs):
-    s = sorted(xs)
-    return s[len(s) // 2] if s else float("inf")
-
-
+@functools.cache
 def _openblas():
-    """numpy's OpenBLAS controller (threadpoolctl), or None where numpy uses another BLAS."""
+    """numpy's OpenBLAS controller (threadpoolctl), or None where numpy uses another BLAS; looked
+    up once (0.6 ms a scan of the loaded libraries), not per compiled network."""
     try:
         import threadpoolctl
         import numpy  # noqa: F401  (loads the library threadpoolctl looks for)
